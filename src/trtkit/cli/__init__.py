@@ -1,0 +1,76 @@
+"""The ``trtkit`` command line: one module per command, registered in ``COMMANDS``.
+
+Each command module defines ``register(subparsers)``, which adds its parser and
+sets ``run=<function(args) -> int>``. Commands parse, build value objects, call
+one API function, and print. ``TrtkitError`` becomes ``error: ...`` and exit 1;
+any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from ..errors import TrtkitError
+
+__all__ = ["COMMANDS", "main", "build_parser"]
+
+COMMANDS: dict[str, str] = {
+    "export": "trtkit.cli.export",
+    "inspect": "trtkit.cli.inspect",
+    "reshape": "trtkit.cli.reshape",
+    "build": "trtkit.cli.build",
+    "quantize": "trtkit.cli.quantize",
+    "run": "trtkit.cli.run",
+    "compare": "trtkit.cli.compare",
+    "bench": "trtkit.cli.bench",
+    "predict": "trtkit.cli.predict",
+    "add-nms": "trtkit.cli.add_nms",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="trtkit",
+        description="From a trained model to a fast TensorRT engine: export, inspect, reshape, build, run, compare, bench, predict.",
+    )
+    parser.add_argument("--version", action="version", version=f"trtkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue  # command not implemented in this build
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except TrtkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; no partial output was written", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

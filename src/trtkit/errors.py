@@ -1,0 +1,92 @@
+"""The exceptions trtkit raises.
+
+Every error the library raises on purpose is a ``TrtkitError``. The CLI prints
+``error: <message>`` and exits 1 for these; any other exception is a bug and
+keeps its traceback. Messages name the object, what was expected, what was
+received, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TrtkitError",
+    "ModelLoadError",
+    "SpecError",
+    "ShapeError",
+    "DTypeError",
+    "ProfileError",
+    "BackendUnavailable",
+    "ExportError",
+    "ReshapeError",
+    "BuildError",
+    "EngineError",
+    "OutputPathError",
+    "ClosedError",
+    "TaskError",
+    "BenchError",
+    "CudaError",
+]
+
+
+class TrtkitError(Exception):
+    """Base class of every error trtkit raises on purpose."""
+
+
+class ModelLoadError(TrtkitError):
+    """A model file is missing, truncated, corrupt or not of the expected format."""
+
+
+class SpecError(TrtkitError):
+    """A shape spec or other option string is malformed (syntax, not semantics)."""
+
+
+class ShapeError(TrtkitError):
+    """A shape does not fit the model: unknown name, wrong rank, or a static dim contradicted."""
+
+
+class DTypeError(TrtkitError):
+    """An input array has a different dtype than the model expects (never cast silently)."""
+
+
+class ProfileError(ShapeError):
+    """An optimization profile is invalid (min > opt, opt > max) or no profile fits a shape."""
+
+
+class BackendUnavailable(TrtkitError):
+    """An optional dependency (torch, TensorRT, ONNX Runtime, CUDA, a GPU) is not installed or usable."""
+
+
+class ExportError(TrtkitError):
+    """Exporting a PyTorch model to ONNX failed or its parity check did not pass."""
+
+
+class ReshapeError(TrtkitError):
+    """A model cannot be made static or dynamic safely."""
+
+
+class BuildError(TrtkitError):
+    """Building a TensorRT engine failed (parser error, builder error, bad option)."""
+
+
+class EngineError(TrtkitError):
+    """An engine file cannot be deserialized or does not fit this runtime or GPU."""
+
+
+class OutputPathError(TrtkitError):
+    """An output path cannot be written (missing directory, not writable, is a directory)."""
+
+
+class ClosedError(TrtkitError):
+    """A backend or buffer was used after ``close()``."""
+
+
+class TaskError(TrtkitError):
+    """A task's model or image does not fit the task (wrong output layout, unreadable image)."""
+
+
+class BenchError(TrtkitError):
+    """A benchmark cannot produce trustworthy figures with the given options."""
+
+
+class CudaError(TrtkitError):
+    """A CUDA runtime call failed."""

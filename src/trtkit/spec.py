@@ -1,0 +1,384 @@
+"""Value objects shared by every command: tensor specs, shape specs and profiles.
+
+Shape specs use trtexec's syntax: ``input.1:1x3x640x640,other:1x4``. Names may
+contain dots, slashes and colons; the shape is whatever follows the *last*
+colon, so ``input:0:1x3x128x128`` names ``input:0``. A name that contains a
+comma must be quoted as trtexec does: ``'a,b':1x3``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from .errors import ProfileError, ShapeError, SpecError
+
+__all__ = [
+    "Dim",
+    "Shape",
+    "TensorSpec",
+    "ShapeRange",
+    "ShapeProfile",
+    "RuntimeConfig",
+    "BuildConfig",
+    "parse_shapes",
+    "parse_axes",
+    "format_shape",
+    "format_shapes",
+    "validate_shapes",
+    "suggest_name",
+]
+
+Dim = int | str  # int: static size; str: dynamic (symbolic name, or "?" when unnamed)
+Shape = tuple[int, ...]
+
+UNNAMED = "?"
+
+
+def _dim(value: object) -> Dim:
+    if isinstance(value, str):
+        return value or UNNAMED
+    if value is None or (isinstance(value, int) and value < 0):
+        return UNNAMED
+    return int(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output: name, numpy dtype name, and shape.
+
+    Static dims are ints; dynamic dims are strings (the symbolic name, or "?").
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(_dim(d) for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(isinstance(d, str) for d in self.shape)
+
+    @property
+    def dynamic_axes(self) -> tuple[int, ...]:
+        return tuple(i for i, d in enumerate(self.shape) if isinstance(d, str))
+
+    def json_shape(self) -> list[int]:
+        """The shape as ints, -1 for every dynamic dim."""
+        return [d if isinstance(d, int) else -1 for d in self.shape]
+
+    def display_shape(self) -> str:
+        """``[batch,3,640,640]``: symbolic names kept, unnamed dynamic dims as -1."""
+        return "[" + ",".join(str(-1 if d == UNNAMED else d) for d in self.shape) + "]"
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        """True when a concrete ``shape`` has this rank and matches every static dim."""
+        return len(shape) == self.rank and all(
+            isinstance(d, str) or d == s for d, s in zip(self.shape, shape)
+        )
+
+
+# ---------------------------------------------------------------- parsing
+
+def _split_items(text: str) -> list[str]:
+    """Split on commas that are not inside single or double quotes."""
+    items, buf, quote = [], [], ""
+    for ch in text:
+        if quote:
+            buf.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+            buf.append(ch)
+        elif ch == ",":
+            items.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    if quote:
+        raise SpecError(f"shape spec {text!r} has an unclosed {quote} quote; close it, e.g. 'input:0':1x3x224x224")
+    items.append("".join(buf))
+    return [i.strip() for i in items]
+
+
+def _split_name(item: str, *, full: str, example: str) -> tuple[str, str]:
+    """``'in:0':1x3`` or ``in:0:1x3`` -> (name, rest). The rest follows the last colon."""
+    if item[:1] in "'\"":
+        end = item.find(item[0], 1)
+        name, rest = item[1:end], item[end + 1 :]
+        if not rest.startswith(":"):
+            raise SpecError(f"shape spec item {item!r} in {full!r}: expected NAME:VALUE after the quoted name, e.g. {example}")
+        return name, rest[1:]
+    name, sep, rest = item.rpartition(":")
+    if not sep or not name:
+        raise SpecError(f"shape spec item {item!r} in {full!r} has no input name; expected NAME:VALUE, e.g. {example}")
+    return name, rest
+
+
+def _parse_dims(text: str, *, item: str, full: str) -> Shape:
+    parts = text.lower().split("x")
+    dims = []
+    for p in parts:
+        p = p.strip()
+        if not p.isdigit():
+            raise SpecError(
+                f"shape {text!r} for {item!r} in {full!r} is not a list of non-negative integers "
+                "joined by 'x'; expected e.g. 1x3x640x640 (dynamic dims take a concrete size in a shape spec)"
+            )
+        dims.append(int(p))
+    return tuple(dims)
+
+
+def parse_shapes(text: str) -> dict[str, Shape]:
+    """Parse ``name:1x3x224x224,other:1x4`` (trtexec syntax) into ``{name: shape}``."""
+    if not text or not text.strip():
+        raise SpecError("shape spec is empty; expected NAME:DIMS[,NAME:DIMS...], e.g. input.1:1x3x640x640")
+    shapes: dict[str, Shape] = {}
+    for item in _split_items(text.strip()):
+        if not item:
+            raise SpecError(f"shape spec {text!r} has an empty item (a stray comma?); expected NAME:DIMS[,NAME:DIMS...]")
+        name, dims = _split_name(item, full=text, example="input.1:1x3x640x640")
+        if name in shapes:
+            raise SpecError(f"shape spec {text!r} gives input {name!r} twice; give each input once")
+        shapes[name] = _parse_dims(dims, item=item, full=text)
+    return shapes
+
+
+def parse_axes(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``images:0,2,3`` (one ``--dynamic`` flag) into ``("images", (0, 2, 3))``."""
+    item = text.strip()
+    name, axes = _split_name(item, full=text, example="images:0,2,3")
+    try:
+        parsed = tuple(int(a) for a in axes.split(","))
+    except ValueError:
+        raise SpecError(f"--dynamic {text!r}: axes {axes!r} must be comma-separated integers, e.g. images:0,2,3") from None
+    if len(set(parsed)) != len(parsed):
+        raise SpecError(f"--dynamic {text!r} repeats an axis; give each axis once")
+    return name, parsed
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+def _quote(name: str) -> str:
+    return f"'{name}'" if "," in name or name[:1] in "'\"" else name
+
+
+def format_shapes(shapes: Mapping[str, Sequence[int]]) -> str:
+    """Inverse of :func:`parse_shapes`."""
+    return ",".join(f"{_quote(n)}:{format_shape(s)}" for n, s in shapes.items())
+
+
+# ------------------------------------------------------------- validation
+
+def suggest_name(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.4)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown(name: str, specs: Sequence[TensorSpec], what: str) -> ShapeError:
+    names = [s.name for s in specs]
+    return ShapeError(
+        f"{what} names input {name!r}, which the model does not have. "
+        f"Model inputs: {', '.join(repr(n) for n in names) or '(none)'}.{suggest_name(name, names)}"
+    )
+
+
+def validate_shapes(specs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]], *, what: str = "shape spec") -> None:
+    """Check names, ranks and static dims of concrete ``shapes`` against model inputs."""
+    by_name = {s.name: s for s in specs}
+    for name, shape in shapes.items():
+        spec = by_name.get(name)
+        if spec is None:
+            raise _unknown(name, specs, what)
+        if len(shape) != spec.rank:
+            raise ShapeError(
+                f"{what} gives {name!r} shape {format_shape(shape)} (rank {len(shape)}), but the model input "
+                f"is {spec.display_shape()} (rank {spec.rank}); give {spec.rank} dims"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+            if isinstance(want, int) and want != got:
+                raise ShapeError(
+                    f"{what} gives {name!r} shape {format_shape(shape)}, but axis {axis} of the model input "
+                    f"{spec.display_shape()} is static {want}; use {want} there, or make the axis dynamic "
+                    f"first with `trtkit reshape --dynamic {name}:{axis}`"
+                )
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """min/opt/max shapes of one input in one optimization profile."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def __post_init__(self) -> None:
+        for attr in ("min", "opt", "max"):
+            object.__setattr__(self, attr, tuple(int(d) for d in getattr(self, attr)))
+
+    def check(self, name: str) -> None:
+        if not (len(self.min) == len(self.opt) == len(self.max)):
+            raise ProfileError(
+                f"profile for {name!r}: min {format_shape(self.min)}, opt {format_shape(self.opt)} and "
+                f"max {format_shape(self.max)} have different ranks; give the same number of dims to each"
+            )
+        for axis, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max)):
+            if not lo <= mid <= hi:
+                raise ProfileError(
+                    f"profile for {name!r}: axis {axis} needs min <= opt <= max, got min {lo}, opt {mid}, max {hi} "
+                    f"(min {format_shape(self.min)}, opt {format_shape(self.opt)}, max {format_shape(self.max)}); "
+                    "fix the --minShapes/--optShapes/--maxShapes values"
+                )
+
+    def contains(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.min) and all(lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max))
+
+    def describe(self) -> str:
+        return f"min {format_shape(self.min)} opt {format_shape(self.opt)} max {format_shape(self.max)}"
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """One optimization profile: a ShapeRange per input name (insertion order kept)."""
+
+    ranges: tuple[tuple[str, ShapeRange], ...] = ()
+
+    @classmethod
+    def from_shapes(
+        cls,
+        *,
+        min: Mapping[str, Shape] | None = None,
+        opt: Mapping[str, Shape] | None = None,
+        max: Mapping[str, Shape] | None = None,
+    ) -> "ShapeProfile":
+        """Build from trtexec's --minShapes/--optShapes/--maxShapes. Each name needs all three."""
+        given = {"--minShapes": dict(min or {}), "--optShapes": dict(opt or {}), "--maxShapes": dict(max or {})}
+        names: list[str] = []
+        for shapes in given.values():
+            names += [n for n in shapes if n not in names]
+        ranges = []
+        for name in names:
+            missing = [flag for flag, shapes in given.items() if name not in shapes]
+            if missing:
+                raise ProfileError(
+                    f"input {name!r} is in {', '.join(f for f in given if f not in missing)} but not in "
+                    f"{', '.join(missing)}; give all three of --minShapes/--optShapes/--maxShapes for it, "
+                    "or --shapes for a fixed shape"
+                )
+            r = ShapeRange(given["--minShapes"][name], given["--optShapes"][name], given["--maxShapes"][name])
+            r.check(name)
+            ranges.append((name, r))
+        return cls(tuple(ranges))
+
+    @classmethod
+    def fixed(cls, shapes: Mapping[str, Shape]) -> "ShapeProfile":
+        """A profile where min = opt = max (trtexec's --shapes)."""
+        return cls(tuple((n, ShapeRange(s, s, s)) for n, s in shapes.items()))
+
+    def __getitem__(self, name: str) -> ShapeRange:
+        for n, r in self.ranges:
+            if n == name:
+                return r
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(n == name for n, _ in self.ranges)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.ranges)
+
+    def shapes(self, which: str) -> dict[str, Shape]:
+        """``which`` is "min", "opt" or "max"."""
+        return {n: getattr(r, which) for n, r in self.ranges}
+
+    def contains(self, shapes: Mapping[str, Sequence[int]]) -> bool:
+        return all(n in shapes and r.contains(shapes[n]) for n, r in self.ranges)
+
+    def validate(self, specs: Sequence[TensorSpec], *, index: int = 0) -> None:
+        """Names, ranks, static dims, min <= opt <= max, and every dynamic input covered."""
+        what = f"optimization profile {index}"
+        for which in ("min", "opt", "max"):
+            validate_shapes(specs, self.shapes(which), what=f"{what} ({which})")
+        for name, r in self.ranges:
+            r.check(name)
+        uncovered = [s for s in specs if s.is_dynamic and s.name not in self]
+        if uncovered:
+            flags = flags_for(uncovered)
+            raise ProfileError(
+                f"{what} gives no shapes for dynamic input(s) "
+                f"{', '.join(f'{s.name!r} {s.display_shape()}' for s in uncovered)}; add them, e.g. {flags}"
+            )
+
+    def describe(self) -> str:
+        return "; ".join(f"{n}: {r.describe()}" for n, r in self.ranges) or "(static shapes)"
+
+    def to_json(self) -> dict[str, dict[str, list[int]]]:
+        return {n: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)} for n, r in self.ranges}
+
+
+def flags_for(specs: Sequence[TensorSpec], *, batch: tuple[int, int, int] = (1, 1, 1), size: int = 640) -> str:
+    """Example --minShapes/--optShapes/--maxShapes flags for dynamic inputs.
+
+    Dynamic axis 0 gets ``batch`` (min, opt, max); other dynamic axes get ``size``.
+    """
+    out = {}
+    for k, which in enumerate(("min", "opt", "max")):
+        out[which] = {
+            s.name: tuple(
+                d if isinstance(d, int) else (batch[k] if axis == 0 else size) for axis, d in enumerate(s.shape)
+            )
+            for s in specs
+            if s.is_dynamic
+        }
+    return (
+        f"--minShapes={format_shapes(out['min'])} --optShapes={format_shapes(out['opt'])} "
+        f"--maxShapes={format_shapes(out['max'])}"
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a backend runs a model. Passed to :func:`trtkit.load`."""
+
+    device: str = "cpu"  # "cpu" or "cuda"
+    device_id: int = 0
+    threads: int | None = None  # intra-op threads for CPU execution; None = backend default
+    plugins: tuple[str, ...] = ()  # TensorRT plugin libraries to load
+    cuda_graph: bool = False  # capture a CUDA graph per static shape (TensorRT)
+    contexts: int = 1  # execution contexts (and streams) per engine (TensorRT)
+    outputs_on_device: bool = False  # return device arrays instead of numpy (GPU backends)
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise SpecError(f"RuntimeConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.contexts < 1:
+            raise SpecError(f"RuntimeConfig.contexts must be >= 1, got {self.contexts}")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything `trtkit build` needs besides the ONNX file. See :mod:`trtkit.build`."""
+
+    profiles: tuple[ShapeProfile, ...] = ()
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | best
+    backend: str = "auto"  # tensorrt | tensorrt-rtx | auto
+    workspace_bytes: int | None = None
+    timing_cache: str | None = None
+    optimization_level: int | None = None
+    device: int = 0
+    verbose: bool = False
+    plugins: tuple[str, ...] = ()
+    force: bool = False
+    extra: tuple[tuple[str, str], ...] = field(default=())
