@@ -1,7 +1,8 @@
 """Backend registry and :func:`load`.
 
 A new backend is one module plus one line in ``BACKENDS``. Each entry maps a
-backend name to ``"module:Class"``; the class takes ``(path, *, config)``.
+backend name to ``"module:callable"``; the callable takes ``(path, *, config)``
+and returns a Backend.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .base import Backend, BackendBase, normalize_feeds
 __all__ = ["BACKENDS", "ENGINE_SUFFIXES", "load", "backend_class", "Backend", "BackendBase", "normalize_feeds"]
 
 BACKENDS: dict[str, str] = {
-    "onnxruntime": "trtkit.backends.onnxruntime:OnnxRuntimeBackend",
+    "onnxruntime": "trtkit.backends.onnxruntime:open_onnxruntime",
     "tensorrt": "trtkit.backends.tensorrt:TensorRTBackend",
 }
 

@@ -8,6 +8,7 @@ array (single-input models).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -15,9 +16,30 @@ import numpy as np
 from ..errors import ClosedError, DTypeError, ShapeError
 from ..spec import TensorSpec, suggest_name
 
-__all__ = ["Backend", "Feeds", "BackendBase", "normalize_feeds"]
+__all__ = ["Backend", "Feeds", "BackendBase", "StageTimes", "normalize_feeds"]
 
 Feeds = Mapping[str, Any] | Sequence[Any] | np.ndarray
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """One inference split into trtexec's stages, in milliseconds, measured with CUDA events.
+
+    GPU backends offer ``timed_infer(feeds, *, transfers=True) -> StageTimes``.
+    ``enqueue_ms`` is host wall time to launch the work (trtexec's "Enqueue Time").
+    ``latency_ms`` is h2d + compute + d2h on the stream (trtexec's "Latency").
+    With ``transfers=False`` inputs and outputs stay on the device (trtexec's
+    ``--noDataTransfers``) and h2d_ms = d2h_ms = 0.
+    """
+
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float
+    enqueue_ms: float
+
+    @property
+    def latency_ms(self) -> float:
+        return self.h2d_ms + self.compute_ms + self.d2h_ms
 
 
 @runtime_checkable
