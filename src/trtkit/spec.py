@@ -375,10 +375,25 @@ class BuildConfig:
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | best
     backend: str = "auto"  # tensorrt | tensorrt-rtx | auto
     workspace_bytes: int | None = None
-    timing_cache: str | None = None
-    optimization_level: int | None = None
+    timing_cache: str | None = None  # None: ~/.cache/trtkit/timing-<backend>-<version>.cache
+    optimization_level: int | None = None  # builderOptimizationLevel 0..5; None = TensorRT's default (3)
     device: int = 0
     verbose: bool = False
     plugins: tuple[str, ...] = ()
     force: bool = False
     extra: tuple[tuple[str, str], ...] = field(default=())
+    progress: bool | None = None  # progress bar on stderr; None = only when stderr is a terminal
+
+    def __post_init__(self) -> None:
+        precisions = ("fp32", "fp16", "bf16", "int8", "best")
+        if self.precision not in precisions:
+            raise SpecError(f"BuildConfig.precision must be one of {', '.join(precisions)}, got {self.precision!r}")
+        if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
+            raise SpecError(
+                f"builder optimization level must be 0..5 (0 builds fastest, 3 is TensorRT's default), "
+                f"got {self.optimization_level}"
+            )
+        if self.workspace_bytes is not None and self.workspace_bytes <= 0:
+            raise SpecError(f"workspace size must be positive, got {self.workspace_bytes} bytes; e.g. --memPoolSize=workspace:4096M")
+        if self.device < 0:
+            raise SpecError(f"BuildConfig.device must be a GPU index >= 0, got {self.device}")

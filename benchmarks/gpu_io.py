@@ -1,0 +1,165 @@
+"""GPU IO benchmark: trtkit's buffer manager vs raw ONNX Runtime on the CUDA EP (run on a GPU machine).
+
+Prints, from one run, side by side:
+1. per model (YOLOv8n bs32 640, EfficientNet-Lite0 bs32): ms per batch for raw ORT numpy
+   ``session.run``, raw ORT IO binding with device-resident input/output (the ceiling),
+   trtkit ``infer`` (numpy in/out) and trtkit ``infer_many`` (numpy in/out, pipelined),
+   and trtkit throughput as a fraction of the device-resident ceiling (target >= 0.90);
+2. host->device copy bandwidth: pageable cudaMemcpy, pinned cudaMemcpyAsync (the limit),
+   and the buffer manager's numpy upload (parallel staging into pinned + async copy);
+3. per-call host overhead of ``infer`` vs the raw session call, in microseconds (small input).
+
+Usage: PYTHONPATH=src python benchmarks/gpu_io.py [--models DIR] [--iters N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _ms_per_call(fn, iters: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _raw_sessions(ort, path: Path):
+    providers = [("CUDAExecutionProvider", {"device_id": "0"}), "CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+def bench_model(ort, trtkit, path: Path, shape: tuple[int, ...], iters: int) -> None:
+    from trtkit.spec import RuntimeConfig
+
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    sess = _raw_sessions(ort, path)
+    name = sess.get_inputs()[0].name
+    raw_numpy = _ms_per_call(lambda: sess.run(None, {name: x}), iters)
+
+    binding = sess.io_binding()
+    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    binding.bind_ortvalue_input(name, x_dev)
+    for out in sess.get_outputs():
+        binding.bind_output(out.name, "cuda", 0)
+    sess.run_with_iobinding(binding)
+    raw_device = _ms_per_call(lambda: sess.run_with_iobinding(binding), iters)
+
+    batches = [x.copy() for _ in range(4)]  # distinct arrays, as a real input stream has
+    with trtkit.load(path, config=RuntimeConfig(device="cuda", contexts=3)) as backend:
+        kit_infer = _ms_per_call(lambda: backend.infer(x), iters)
+        n = max(iters, 12)
+        for _ in backend.infer_many(batches[:2]):
+            pass
+        t0 = time.perf_counter()
+        for _ in backend.infer_many(batches[i % 4] for i in range(n)):
+            pass
+        kit_many = (time.perf_counter() - t0) / n * 1e3
+        stages = backend.timed_infer(x)
+    print(
+        f"{path.name} {list(shape)}: raw numpy {raw_numpy:.2f} ms | raw device-resident IO binding {raw_device:.2f} ms | "
+        f"trtkit infer {kit_infer:.2f} ms | trtkit infer_many {kit_many:.2f} ms/batch"
+    )
+    print(
+        f"  ratios: trtkit infer_many throughput / device-resident = {raw_device / kit_many:.2f} (target >= 0.90); "
+        f"trtkit infer speed-up over raw numpy = {raw_numpy / kit_infer:.2f}x; "
+        f"stages h2d {stages.h2d_ms:.2f} compute {stages.compute_ms:.2f} d2h {stages.d2h_ms:.2f} enqueue {stages.enqueue_ms:.2f} ms"
+    )
+
+
+def bench_copies(iters: int) -> None:
+    from trtkit import cuda
+    from trtkit.backends._device_io import IoSlot
+
+    rt = cuda.runtime()
+    x = np.random.default_rng(0).random((32, 3, 640, 640), dtype=np.float32)
+    nbytes = x.nbytes
+    slot = IoSlot(device_id=0)
+    with cuda.DeviceBuffer(nbytes) as dev, cuda.PinnedBuffer(nbytes) as pinned:
+
+        def pageable() -> None:
+            cuda.check(rt.cudaMemcpy(dev.ptr, x.ctypes.data, nbytes, 1), "cudaMemcpy")
+
+        def pinned_copy() -> None:
+            cuda.copy_htod_async(dev.ptr, pinned.ptr, nbytes, slot.stream)
+            slot.stream.synchronize()
+
+        def managed() -> None:
+            slot.upload("x", x)
+            slot.stream.synchronize()
+
+        user_pinned = pinned.view(x.dtype, x.shape)
+        user_pinned[...] = x
+
+        def managed_pinned() -> None:  # caller preprocesses straight into page-locked memory
+            slot.upload("x", user_pinned)
+            slot.stream.synchronize()
+
+        from trtkit.backends import _device_io
+
+        staging = {}
+        for threads in (4, 8, 16):
+            _device_io._COPY_THREADS, _device_io._copy_pool = threads, None
+            staging[threads] = nbytes / (_ms_per_call(lambda: _device_io.stage_copy(slot.host.get("in/x", nbytes).view(x.dtype, x.shape), x), iters) * 1e-3) / 1e9
+        _device_io._COPY_THREADS, _device_io._copy_pool = 8, None
+        cases = (("pageable", pageable), ("pinned", pinned_copy), ("upload", managed), ("upload pinned", managed_pinned))
+        gbs = {k: nbytes / (_ms_per_call(f, iters) * 1e-3) / 1e9 for k, f in cases}
+    slot.close()
+    print(
+        f"H2D {nbytes / 1e6:.0f} MB: pageable cudaMemcpy {gbs['pageable']:.1f} GB/s | pinned cudaMemcpyAsync (limit) {gbs['pinned']:.1f} GB/s | "
+        f"trtkit upload of a pageable numpy array {gbs['upload']:.1f} GB/s = {gbs['upload'] / gbs['pinned']:.2f} of pinned | "
+        f"trtkit upload of a pinned numpy array {gbs['upload pinned']:.1f} GB/s = {gbs['upload pinned'] / gbs['pinned']:.2f} of pinned (target >= 0.90)"
+    )
+    print("  staging copy numpy->pinned (CPU): " + ", ".join(f"{t} threads {v:.1f} GB/s" for t, v in staging.items()))
+
+
+def bench_overhead(ort, trtkit, path: Path) -> None:
+    from trtkit.spec import RuntimeConfig
+
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    sess = _raw_sessions(ort, path)
+    name = sess.get_inputs()[0].name
+    raw = _ms_per_call(lambda: sess.run(None, {name: x}), 300, warmup=20)
+    with trtkit.load(path, config=RuntimeConfig(device="cuda")) as backend:
+        kit = _ms_per_call(lambda: backend.infer(x), 300, warmup=20)
+        enqueue = statistics.median(backend.timed_infer(x).enqueue_ms for _ in range(50))
+    print(
+        f"per-call host overhead ({path.name} bs1): raw session.run {raw * 1e3:.0f} us, trtkit infer {kit * 1e3:.0f} us "
+        f"(difference {(kit - raw) * 1e3:+.0f} us); trtkit enqueue time {enqueue * 1e3:.0f} us"
+    )
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parents[1]
+    default = Path(os.environ.get("TRTKIT_SHARED", here.parent / "shared")) / "assets" / "models"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=default)
+    parser.add_argument("--iters", type=int, default=20)
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+
+    import trtkit
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    bench_copies(args.iters)
+    bench_model(ort, trtkit, args.models / "yolov8n_nudenet_320.onnx", (32, 3, 640, 640), args.iters)
+    bench_model(ort, trtkit, args.models / "efficientnet_lite0.onnx", (32, 3, 224, 224), args.iters)
+    bench_overhead(ort, trtkit, args.models / "efficientnet_lite0.onnx")
+
+
+if __name__ == "__main__":
+    main()

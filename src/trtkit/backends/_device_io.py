@@ -1,0 +1,275 @@
+"""The buffer manager both GPU backends share (TensorRT and ONNX Runtime's CUDA EP).
+
+An :class:`IoSlot` is everything one in-flight inference needs: a stream,
+grow-only device and pinned buffers keyed by tensor name, and timing events.
+numpy inputs are copied into pinned staging memory (several threads for big
+arrays: one core cannot feed PCIe/NVLink), then copied to the device
+asynchronously; device arrays (torch/cupy, ``__cuda_array_interface__``) are
+used in place. Results are **copies**: numpy outputs are new arrays and
+``outputs_on_device`` outputs are new :class:`~trtkit.cuda.DeviceArray`s, so
+nothing a caller holds is overwritten by the next call.
+
+:class:`PipelinedBackend` runs inferences on a pool of slots from worker
+threads, so the staging and upload of batch k+1 overlap the compute of batch k
+(``submit()`` -> Future, ``infer_many()`` -> results in order).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from .. import cuda
+from ..errors import ShapeError
+from .base import Feeds, StageTimes
+
+__all__ = ["IoSlot", "SlotPool", "PipelinedBackend", "StageTimer", "is_device_array", "stage_copy", "split_batch", "concat_outputs"]
+
+_PARALLEL_COPY_BYTES = 8 << 20  # below this one thread copies faster than four can be woken
+_COPY_THREADS = 8
+_copy_pool: ThreadPoolExecutor | None = None
+_copy_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _copy_pool
+    with _copy_pool_lock:
+        if _copy_pool is None:
+            _copy_pool = ThreadPoolExecutor(max_workers=_COPY_THREADS, thread_name_prefix="trtkit-stage")
+        return _copy_pool
+
+
+def stage_copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """Copy ``src`` into ``dst`` (same size), in parallel chunks for large arrays.
+
+    numpy releases the GIL while copying, so chunks on several threads scale
+    with memory bandwidth; this is what lets pinned staging beat pageable copies.
+    """
+    flat_dst, flat_src = dst.reshape(-1), np.ascontiguousarray(src).reshape(-1)
+    if flat_src.nbytes < _PARALLEL_COPY_BYTES:
+        np.copyto(flat_dst, flat_src, casting="no")
+        return
+    bounds = np.linspace(0, flat_src.size, _COPY_THREADS + 1, dtype=np.int64)
+    jobs = [
+        _pool().submit(np.copyto, flat_dst[a:b], flat_src[a:b], casting="no")
+        for a, b in zip(bounds[:-1], bounds[1:])
+        if b > a
+    ]
+    for job in jobs:
+        job.result()
+
+
+def is_device_array(value: Any) -> bool:
+    return hasattr(value, "__cuda_array_interface__")
+
+
+class StageTimer:
+    """CUDA events at the stage boundaries of one inference (see StageTimes)."""
+
+    def __init__(self) -> None:
+        self.events = tuple(cuda.Event() for _ in range(4))
+        self.t0 = 0.0
+        self.enqueue_ms = 0.0
+
+    def mark(self, index: int, stream: cuda.Stream) -> None:
+        self.events[index].record(stream)
+
+    def result(self, *, transfers: bool) -> StageTimes:
+        e = self.events
+        compute = cuda.elapsed_ms(e[1], e[2])
+        if not transfers:
+            return StageTimes(0.0, compute, 0.0, self.enqueue_ms)
+        return StageTimes(cuda.elapsed_ms(e[0], e[1]), compute, cuda.elapsed_ms(e[2], e[3]), self.enqueue_ms)
+
+    def close(self) -> None:
+        for ev in self.events:
+            ev.close()
+
+
+class IoSlot:
+    """Buffers + stream for one in-flight inference. ``extra`` holds the backend's per-slot objects."""
+
+    def __init__(self, *, device_id: int) -> None:
+        self.device_id = device_id
+        self.stream = cuda.Stream(device_id=device_id)
+        self.device = cuda.BufferPool("device")
+        self.host = cuda.BufferPool("pinned")
+        self.extra: dict[str, Any] = {}
+        self._pending: list[tuple[str, tuple[int, ...], np.dtype]] = []
+
+    def upload(self, name: str, value: Any) -> int:
+        """Device pointer holding input ``name``: the caller's own for device arrays, else staged + copied."""
+        if is_device_array(value):
+            ptr, producer = cuda.device_pointer(value)
+            if producer is not None:
+                self.stream.wait_foreign(producer)
+            return ptr
+        arr = np.asarray(value)
+        nbytes = arr.nbytes
+        dev = self.device.get("in/" + name, nbytes)
+        if not nbytes:
+            return int(dev.ptr)
+        if arr.flags.c_contiguous and cuda.is_pinned(arr.ctypes.data):  # already page-locked: no staging
+            src = arr.ctypes.data
+        else:
+            pinned = self.host.get("in/" + name, nbytes)
+            stage_copy(pinned.view(arr.dtype, arr.shape), arr)
+            src = pinned.ptr
+        cuda.copy_htod_async(dev.ptr, src, nbytes, self.stream)
+        return int(dev.ptr)
+
+    def output_buffer(self, name: str, nbytes: int) -> int:
+        return int(self.device.get("out/" + name, nbytes).ptr)
+
+    def download(self, name: str, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Queue the copy of the valid region of an output into pinned memory; ``collect()`` returns it."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        pinned = self.host.get("out/" + name, nbytes)
+        if nbytes:
+            cuda.copy_dtoh_async(pinned.ptr, src_ptr, nbytes, self.stream)
+        self._pending.append((name, shape, dtype))
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """Wait for the stream and return copies of the downloaded outputs."""
+        self.stream.synchronize()
+        out: dict[str, np.ndarray] = {}
+        for name, shape, dtype in self._pending:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            view = self.host.get("out/" + name, nbytes).view(dtype, shape)
+            copy = np.empty(shape, dtype)
+            stage_copy(copy, view)
+            out[name] = copy
+        self._pending.clear()
+        return out
+
+    def to_device_array(self, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> cuda.DeviceArray:
+        """A new DeviceArray holding a copy of an output (device to device, on this stream)."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buf = cuda.DeviceBuffer(nbytes)
+        if nbytes:
+            cuda.copy_dtod_async(buf.ptr, src_ptr, nbytes, self.stream)
+        return cuda.DeviceArray(buf, shape, dtype)
+
+    def close(self) -> None:
+        for value in self.extra.values():  # events etc. a backend keeps per slot
+            if isinstance(value, (cuda.Event, cuda.DeviceBuffer, cuda.PinnedBuffer)):
+                value.close()
+        self.extra.clear()
+        self.device.close()
+        self.host.close()
+        self.stream.close()
+
+
+class SlotPool:
+    """A thread-safe pool of IoSlots: ``with pool.acquire() as slot`` blocks until one is free."""
+
+    def __init__(self, slots: list[IoSlot]) -> None:
+        self.slots = slots
+        self._free: queue.Queue[IoSlot] = queue.Queue()
+        for slot in slots:
+            self._free.put(slot)
+
+    @contextmanager
+    def acquire(self) -> Iterator[IoSlot]:
+        slot = self._free.get()
+        try:
+            yield slot
+        finally:
+            self._free.put(slot)
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.close()
+
+
+class PipelinedBackend:
+    """``infer``/``submit``/``infer_many``/``timed_infer`` over a SlotPool; subclasses implement ``_run_on``.
+
+    ``_run_on(slot, feeds, timer, transfers)`` enqueues one inference on the slot and returns its outputs.
+    """
+
+    _slots: SlotPool
+    _executor: ThreadPoolExecutor | None = None
+    _exec_lock = threading.Lock()
+
+    def _prepare(self, feeds: Feeds) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def _infer_prepared(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        with self._slots.acquire() as slot:
+            return self._run_on(slot, feeds, None, True)
+
+    def infer(self, feeds: Feeds) -> dict[str, Any]:
+        """Run once and wait; outputs in model order (numpy copies, or DeviceArrays with outputs_on_device)."""
+        self._check_open()  # type: ignore[attr-defined]  # from BackendBase
+        return self._infer_prepared(self._prepare(feeds))
+
+    def submit(self, feeds: Feeds) -> "Future[dict[str, Any]]":
+        """Start an inference on a worker thread; the Future gives its outputs. Validation errors raise here."""
+        self._check_open()  # type: ignore[attr-defined]
+        prepared = self._prepare(feeds)
+        return self._workers().submit(self._infer_prepared, prepared)
+
+    def infer_many(self, batches: Iterable[Feeds], *, depth: int | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the outputs of each batch in order, keeping ``depth`` (default 2 per slot) in flight."""
+        limit = depth or 2 * len(self._slots.slots)
+        pending: deque[Future[dict[str, Any]]] = deque()
+        for batch in batches:
+            pending.append(self.submit(batch))
+            if len(pending) >= limit:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def timed_infer(self, feeds: Feeds, *, transfers: bool = True) -> StageTimes:
+        """Run once and time H2D / compute / D2H with CUDA events; ``transfers=False`` keeps IO on the device."""
+        self._check_open()  # type: ignore[attr-defined]
+        prepared = self._prepare(feeds)
+        timer = StageTimer()
+        try:
+            with self._slots.acquire() as slot:
+                timer.t0 = time.perf_counter()
+                self._run_on(slot, prepared, timer, transfers)
+            return timer.result(transfers=transfers)
+        finally:
+            timer.close()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._exec_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=len(self._slots.slots), thread_name_prefix="trtkit-infer")
+            return self._executor
+
+    def _close_io(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._slots.close()
+
+
+def split_batch(feeds: Mapping[str, Any], max_batch: int) -> list[dict[str, Any]]:
+    """Split every input along axis 0 into chunks of at most ``max_batch`` (inputs must agree on the batch)."""
+    sizes = {name: int(arr.shape[0]) for name, arr in feeds.items()}
+    if len(set(sizes.values())) != 1:
+        raise ShapeError(
+            f"cannot split inputs into batches: their first dims differ ({sizes}); "
+            "give every input the same batch size, or a batch that fits the engine's profile"
+        )
+    total = next(iter(sizes.values()))
+    return [{n: a[i : i + max_batch] for n, a in feeds.items()} for i in range(0, total, max_batch)]
+
+
+def concat_outputs(parts: list[dict[str, Any]], concat: Callable[[list[Any]], Any] | None = None) -> dict[str, Any]:
+    """Concatenate chunked outputs along axis 0 (numpy by default)."""
+    join = concat or (lambda xs: np.concatenate(xs, axis=0))
+    return {name: join([p[name] for p in parts]) for name in parts[0]}

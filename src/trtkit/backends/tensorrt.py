@@ -1,0 +1,318 @@
+"""TensorRT / TensorRT-RTX runtime on the tensor-name API (TensorRT 8.6 through 11).
+
+Replaces the tutorial's ``allocate_buffers``/``do_inference`` (binding API,
+removed in TensorRT 10, and wrong buffer sizes for dynamic shapes):
+
+- I/O table from ``num_io_tensors``/``get_tensor_*``; device and pinned
+  buffers allocated once per tensor for the largest profile shape, grow-only,
+  keyed by name. Output sizes come from setting the max input shapes on a
+  context and reading the inferred output shapes.
+- Each call: ``set_input_shape`` only when a shape changed, addresses set only
+  when they changed, H2D async, ``execute_async_v3`` on the context's stream,
+  D2H of the valid region only. Results are copies (see _device_io).
+- The profile is chosen from the input shapes; a batch larger than every
+  profile's max is split and the outputs concatenated.
+- Data-dependent output shapes go through an IOutputAllocator; CUDA graphs
+  replay static shapes (``RuntimeConfig.cuda_graph``); N contexts on N streams
+  (``RuntimeConfig.contexts``) serve ``submit``/``infer_many`` concurrently.
+
+Every TensorRT call lives in :mod:`._trt_api`; this module only orchestrates.
+Engines always run on the GPU ``config.device_id``; ``config.device`` does not apply.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import cuda
+from ..engine_file import EngineFile, read_engine_file
+from ..errors import BackendUnavailable, EngineError
+from ..spec import RuntimeConfig, TensorSpec
+from . import _trt_api as api
+from ._device_io import IoSlot, PipelinedBackend, SlotPool, StageTimer, concat_outputs, is_device_array, split_batch
+from ._trt import TRT_BACKENDS, TrtFlavor, trt_flavor
+from ._trt_profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
+from .base import BackendBase, Feeds, normalize_feeds
+
+__all__ = ["TensorRTBackend", "choose_flavors"]
+
+
+@dataclass
+class _ContextState:
+    """Per-slot TensorRT state: what is already set on the context, so unchanged calls skip it."""
+
+    context: Any
+    allocator: Any
+    profile: int = -1
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    addresses: dict[str, int] = field(default_factory=dict)
+    dynamic_ptrs: dict[str, int] = field(default_factory=dict)
+    graphs: dict[tuple[Any, ...], cuda.CudaGraph] = field(default_factory=dict)
+
+    def drop_graphs(self) -> None:
+        for graph in self.graphs.values():
+            graph.close()
+        self.graphs.clear()
+
+
+def _sidecar_backend(path: Path) -> str | None:
+    """The backend recorded by ``trtkit build`` in the engine's sidecar, if any."""
+    try:
+        from ..engine_info import read_sidecar
+    except ImportError:  # sidecar support not installed in this build
+        return None
+    info = read_sidecar(path)
+    backend = (info or {}).get("backend")
+    return backend if backend in TRT_BACKENDS else None
+
+
+def choose_flavors(engine: EngineFile) -> list[TrtFlavor]:
+    """TensorRT flavors to try, most likely first: sidecar, then the plan's magic tag, then whatever is installed."""
+    wanted = _sidecar_backend(engine.path) or engine.flavor
+    if wanted is not None:
+        try:
+            return [trt_flavor(wanted)]
+        except BackendUnavailable as exc:
+            pretty = "TensorRT-RTX" if wanted == "tensorrt-rtx" else "TensorRT"
+            raise BackendUnavailable(f"{str(engine.path)!r} was built by {pretty}, which is not installed here. {exc}") from exc
+    found = []
+    for name in TRT_BACKENDS:
+        try:
+            found.append(trt_flavor(name))
+        except BackendUnavailable:
+            continue
+    if not found:
+        trt_flavor("auto")  # raises the install hint
+    return found
+
+
+class TensorRTBackend(PipelinedBackend, BackendBase):
+    """Run a serialized TensorRT or TensorRT-RTX engine. ``metadata`` holds Ultralytics metadata, if any."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | os.PathLike[str], *, config: RuntimeConfig) -> None:
+        self.config = config
+        engine_file = read_engine_file(path)
+        self.path = engine_file.path
+        self.metadata = engine_file.metadata
+        self.flavor, self._runtime, self._engine, self._logger = self._deserialize(engine_file)
+        cuda.ensure_device(config.device_id)
+        trt = self.flavor.module
+        table = api.io_table(trt, self._engine)
+        self._io_in = [t for t in table if t.is_input]
+        self._io_out = [t for t in table if not t.is_input]
+        self._inputs = tuple(TensorSpec(t.name, t.dtype.name, t.shape) for t in self._io_in)
+        self._outputs = tuple(TensorSpec(t.name, t.dtype.name, t.shape) for t in self._io_out)
+        count = max(1, max((len(t.profiles) for t in self._io_in), default=1))
+        self._profiles = engine_profiles([(t.name, t.profiles) for t in self._io_in], count)
+        self._slots = SlotPool([self._new_slot() for _ in range(config.contexts)])
+        self._max_out = self._size_outputs(self._slots.slots[0])
+        self._reserve()
+
+    # ------------------------------------------------------------ setup
+
+    def _deserialize(self, engine_file: EngineFile) -> tuple[TrtFlavor, Any, Any, Any]:
+        errors: list[Exception] = []
+        for flavor in choose_flavors(engine_file):
+            try:
+                runtime, engine, logger = api.deserialize(
+                    flavor.module, engine_file.plan, plugins=self.config.plugins, what=f"engine {str(engine_file.path)!r}"
+                )
+                return flavor, runtime, engine, logger
+            except EngineError as exc:
+                errors.append(exc)
+        raise errors[-1] if len(errors) == 1 else EngineError(" / ".join(str(e) for e in errors))
+
+    def _new_slot(self) -> IoSlot:
+        slot = IoSlot(device_id=self.config.device_id)
+        context = api.new_context(self._engine)
+        state = _ContextState(context=context, allocator=None)
+
+        def alloc(name: str, nbytes: int) -> int:
+            ptr = slot.output_buffer(name, nbytes)
+            state.dynamic_ptrs[name] = ptr
+            return ptr
+
+        state.allocator = api.make_output_allocator(self.flavor.module, alloc)
+        slot.extra["trt"] = state
+        return slot
+
+    def _size_outputs(self, slot: IoSlot) -> dict[str, int | None]:
+        """Bytes per output at the largest input shapes of any profile; None = data-dependent."""
+        state: _ContextState = slot.extra["trt"]
+        sizes: dict[str, int | None] = {t.name: 0 for t in self._io_out}
+        for index, profile in enumerate(self._profiles):
+            api.select_profile(state.context, index, slot.stream.handle)
+            for t in self._io_in:
+                api.set_input_shape(state.context, t.name, profile[t.name].max if t.name in profile else t.shape)
+            for t in self._io_out:
+                shape = api.output_shape(state.context, t.name)
+                if -1 in shape or sizes[t.name] is None:
+                    sizes[t.name] = None
+                else:
+                    sizes[t.name] = max(int(sizes[t.name] or 0), int(np.prod(shape, dtype=np.int64)) * t.dtype.itemsize)
+        slot.stream.synchronize()
+        state.profile = -1
+        state.shapes.clear()
+        for t in self._io_out:
+            if sizes[t.name] is None:
+                api.attach_output_allocator(state.context, t.name, state.allocator)
+        return sizes
+
+    def _reserve(self) -> None:
+        """Allocate every buffer once, at its largest size, so calls never allocate."""
+        for slot in self._slots.slots:
+            state: _ContextState = slot.extra["trt"]
+            if slot is not self._slots.slots[0]:
+                for t in self._io_out:
+                    if self._max_out[t.name] is None:
+                        api.attach_output_allocator(state.context, t.name, state.allocator)
+            for t in self._io_in:
+                biggest = max((int(np.prod(p[t.name].max, dtype=np.int64)) for p in self._profiles if t.name in p), default=0)
+                slot.device.get("in/" + t.name, biggest * t.dtype.itemsize)
+                slot.host.get("in/" + t.name, biggest * t.dtype.itemsize)
+            for t in self._io_out:
+                size = self._max_out[t.name]
+                if size is not None:
+                    slot.output_buffer(t.name, size)
+                    slot.host.get("out/" + t.name, size)
+
+    # ------------------------------------------------------------ Backend API
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    @property
+    def profiles(self) -> tuple[Any, ...]:
+        return self._profiles
+
+    def _prepare(self, feeds: Feeds) -> dict[str, Any]:
+        return normalize_feeds(self._inputs, feeds, allow_device=True)
+
+    def _infer_prepared(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        shapes = {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
+        if choose_profile(self._profiles, shapes, prefer=0) is not None:
+            return super()._infer_prepared(feeds)
+        size = chunk_size(self._profiles, shapes)
+        if size is None:
+            raise no_profile_error(self._profiles, shapes, what=f"engine {str(self.path)!r}")
+        parts = [super(TensorRTBackend, self)._infer_prepared(chunk) for chunk in split_batch(feeds, size)]
+        return concat_outputs(parts, None if not self.config.outputs_on_device else _concat_device)
+
+    def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
+        state: _ContextState = slot.extra["trt"]
+        shapes = {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
+        profile = choose_profile(self._profiles, shapes, prefer=state.profile)
+        if profile is None:
+            raise no_profile_error(self._profiles, shapes, what=f"engine {str(self.path)!r}")
+        if profile != state.profile:
+            api.select_profile(state.context, profile, slot.stream.handle)
+            state.profile, state.shapes = profile, {}
+        if timer is not None:
+            timer.mark(0, slot.stream)
+        for name, value in feeds.items():
+            if state.shapes.get(name) != shapes[name]:
+                api.set_input_shape(state.context, name, shapes[name])
+                state.shapes[name] = shapes[name]
+            self._bind(state, name, slot.upload(name, value))
+        if timer is not None:
+            if not transfers:
+                slot.stream.synchronize()
+            timer.mark(1, slot.stream)
+        out_shapes = self._bind_outputs(slot, state)
+        self._execute(slot, state, feeds, shapes)
+        if timer is not None:
+            timer.mark(2, slot.stream)
+        return self._finish(slot, state, out_shapes, timer, transfers)
+
+    def _bind(self, state: _ContextState, name: str, ptr: int) -> None:
+        if state.addresses.get(name) != ptr:
+            api.set_address(state.context, name, ptr)
+            state.addresses[name] = ptr
+            state.drop_graphs()  # a captured graph holds the old address
+
+    def _bind_outputs(self, slot: IoSlot, state: _ContextState) -> dict[str, tuple[int, ...] | None]:
+        out: dict[str, tuple[int, ...] | None] = {}
+        for t in self._io_out:
+            size = self._max_out[t.name]
+            if size is None:
+                out[t.name] = None  # known after execution, from the allocator
+                continue
+            out[t.name] = api.output_shape(state.context, t.name)
+            self._bind(state, t.name, slot.output_buffer(t.name, size))
+        return out
+
+    def _execute(self, slot: IoSlot, state: _ContextState, feeds: Mapping[str, Any], shapes: dict[str, Any]) -> None:
+        static = all(size is not None for size in self._max_out.values())
+        use_graph = self.config.cuda_graph and static and not any(is_device_array(v) for v in feeds.values())
+        key = (state.profile, tuple(sorted(shapes.items())))
+        graph = state.graphs.get(key) if use_graph else None
+        if graph is not None:
+            graph.launch(slot.stream)
+            return
+        api.execute(state.context, slot.stream.handle, self._logger)
+        if use_graph:  # first run of these shapes done normally (TensorRT's lazy setup), captured for the next ones
+            state.graphs[key] = cuda.CudaGraph(slot.stream, lambda: api.execute(state.context, slot.stream.handle, self._logger))
+
+    def _finish(
+        self, slot: IoSlot, state: _ContextState, out_shapes: dict[str, tuple[int, ...] | None], timer: StageTimer | None, transfers: bool
+    ) -> dict[str, Any]:
+        if timer is not None and not transfers:  # trtexec --noDataTransfers: outputs stay where they are
+            timer.mark(3, slot.stream)
+            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
+            slot.stream.synchronize()
+            return {}
+        device_out = self.config.outputs_on_device
+        result: dict[str, Any] = {}
+        for t in self._io_out:
+            shape = out_shapes[t.name]
+            if shape is None:
+                shape = state.allocator.shapes[t.name]
+                ptr = state.dynamic_ptrs[t.name]
+            else:
+                ptr = slot.output_buffer(t.name, int(self._max_out[t.name] or 0))
+            if device_out:
+                result[t.name] = slot.to_device_array(ptr, shape, t.dtype)
+            else:
+                slot.download(t.name, ptr, shape, t.dtype)
+        if timer is not None:
+            timer.mark(3, slot.stream)
+            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
+        if device_out:
+            slot.stream.synchronize()
+            return result
+        return slot.collect()
+
+    def _release(self) -> None:
+        for slot in self._slots.slots:  # graphs and contexts before the buffers and streams they use
+            slot.extra["trt"].drop_graphs()
+            slot.extra.clear()
+        self._close_io()
+        self._engine = self._runtime = None
+
+
+def _concat_device(parts: list[Any]) -> Any:
+    """Concatenate DeviceArrays along axis 0 into a new DeviceArray (device to device)."""
+    first = parts[0]
+    shape = (sum(p.shape[0] for p in parts),) + tuple(first.shape[1:])
+    buf = cuda.DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * first.dtype.itemsize)
+    with cuda.Stream() as stream:
+        offset = 0
+        for part in parts:
+            cuda.copy_dtod_async(buf.ptr + offset, part.ptr, part.nbytes, stream)
+            offset += part.nbytes
+            stream.synchronize()
+            part.close()
+    return cuda.DeviceArray(buf, shape, first.dtype)

@@ -1,0 +1,348 @@
+"""Latency and throughput measurement with trtexec's definitions.
+
+What is measured, and why it matches trtexec (TensorRT's ``sampleReporting``):
+
+- Warm-up runs for ``warmup_ms``; then timing runs for at least ``duration_s``
+  AND at least ``iterations`` (trtexec's ``--warmUp``/``--duration``/``--iterations``).
+- Backends with ``timed_infer`` (the GPU backends) report each inference's
+  H2D, GPU compute and D2H times from CUDA events and the host enqueue time;
+  Latency = H2D + compute + D2H, as trtexec's "Latency". Other backends are
+  timed on the host around ``infer`` (what a caller sees).
+- Throughput = queries / total host walltime (first timed query start to last
+  end); items/s = throughput x batch.
+- Percentiles use trtexec's rule (sorted, drop ``int((1 - p/100) * n)`` from
+  the top), so p99 of fewer than 100 samples is the max, and we say so.
+
+Several models are measured interleaved in round-robin blocks
+(:func:`benchmark_many`) so that ratios between them are fair on a noisy
+machine: a burst of background load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .bench_report import Environment, describe_environment
+from .bench_run import Run, axis0, check_transfers, make_feeds, make_step, measure_interleaved, plan_shapes
+from .errors import BenchError
+from .spec import RuntimeConfig, Shape, format_shapes
+
+__all__ = [
+    "BenchConfig",
+    "BenchTarget",
+    "BenchResult",
+    "BatchResult",
+    "Stats",
+    "benchmark",
+    "benchmark_many",
+    "benchmark_models",
+    "MIN_ITERATIONS",
+]
+
+MIN_ITERATIONS = 10  # fewer samples make percentiles meaningless; trtexec's default --iterations
+ENQUEUE_BOUND_RATIO = 0.8  # trtexec warns when median enqueue > 0.8 x median GPU compute
+GPU_COV_LIMIT = 0.01  # trtexec: "GPU compute time is unstable" above 1 % coefficient of variation
+HOST_OUTLIER_RATIO = 1.2  # host timing: OS scheduling hiccups are rare but long, so the CoV is not a fair test;
+# warn when they drag the mean this far above the median
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How to benchmark. Values are checked here, so a bad one fails before any work.
+
+    ``shapes`` gives concrete input shapes. With ``batches`` (a sweep) it gives
+    the shapes *without* the batch axis (``images: (3, 640, 640)``), because
+    the sweep sets axis 0; a full-rank shape there would set the batch twice.
+    """
+
+    shapes: Mapping[str, Shape] | None = None
+    batches: tuple[int, ...] = ()
+    warmup_ms: float = 200.0
+    duration_s: float = 3.0
+    iterations: int = MIN_ITERATIONS
+    streams: int = 1
+    transfers: bool = True  # False = trtexec --noDataTransfers (GPU backends only)
+    seed: int = 0
+    keep_raw: bool = False  # keep per-iteration latencies in the result (and the JSON)
+
+    def __post_init__(self) -> None:
+        _check_number("warmup_ms", self.warmup_ms, "--warmup-ms", low=0.0, inclusive=True, example="200")
+        _check_number("duration_s", self.duration_s, "--duration", low=0.0, inclusive=False, example="3")
+        if not isinstance(self.iterations, int) or self.iterations < MIN_ITERATIONS:
+            raise BenchError(
+                f"iterations must be an integer >= {MIN_ITERATIONS}, got {self.iterations!r}: percentiles from "
+                f"fewer than {MIN_ITERATIONS} samples are not meaningful; use --iterations {MIN_ITERATIONS} or more"
+            )
+        if not isinstance(self.streams, int) or self.streams < 1:
+            raise BenchError(f"streams must be an integer >= 1, got {self.streams!r}; use --streams 1 or more")
+        object.__setattr__(self, "batches", tuple(self.batches))
+        for b in self.batches:
+            if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1:
+                raise BenchError(f"batch sizes must be integers >= 1, got {b!r} in {list(self.batches)}; e.g. --batch 1,8,32")
+        dupes = sorted({b for b in self.batches if self.batches.count(b) > 1})
+        if dupes:
+            raise BenchError(f"batch sizes {list(self.batches)} repeat {dupes}; give each batch size once")
+
+
+def _check_number(name: str, value: object, flag: str, *, low: float, inclusive: bool, example: str) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if inclusive else value > low)  # type: ignore[operator]
+    if not ok:
+        need = f">= {low:g}" if inclusive else f"> {low:g}"
+        raise BenchError(f"{name} must be a finite number {need}, got {value!r}; e.g. {flag} {example}")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of one metric, in milliseconds, computed as trtexec does."""
+
+    count: int
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+    min: float
+    max: float
+    std: float
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float], *, what: str) -> "Stats":
+        values = np.sort(np.asarray(samples_ms, dtype=np.float64))
+        n = int(values.size)
+        if n < MIN_ITERATIONS:
+            raise BenchError(
+                f"{what}: only {n} timed iterations ran, fewer than {MIN_ITERATIONS}; refusing to report "
+                f"percentiles from so few samples. Raise --duration or --iterations"
+            )
+        if not np.all(np.isfinite(values)) or values[0] < 0:
+            raise BenchError(
+                f"{what}: the backend reported a negative or non-finite time ({values[0]!r} .. {values[-1]!r} ms); "
+                "these figures are wrong, so none are reported. Re-run; if it persists, report a bug"
+            )
+        return cls(
+            count=n,
+            mean=float(values.mean()),
+            median=float(np.median(values)),
+            p90=_percentile(values, 90),
+            p95=_percentile(values, 95),
+            p99=_percentile(values, 99),
+            min=float(values[0]),
+            max=float(values[-1]),
+            std=float(values.std()),
+        )
+
+    @property
+    def cov(self) -> float:
+        """Coefficient of variation (std / mean); 0 when the mean is 0."""
+        return self.std / self.mean if self.mean > 0 else 0.0
+
+
+def _percentile(sorted_values: np.ndarray, p: float) -> float:
+    """trtexec's findPercentile: drop int((1 - p/100) * n) samples from the top, take the largest left."""
+    n = sorted_values.size
+    exclude = int((1 - p / 100) * n)
+    return float(sorted_values[max(n - 1 - exclude, 0)])
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The figures of one model at one set of input shapes."""
+
+    batch: int | None  # the swept batch, or axis 0 when every input agrees on it; None otherwise
+    shapes: Mapping[str, Shape]
+    iterations: int
+    warmup_iterations: int
+    warmup_s: float
+    walltime_s: float  # total host walltime of the timed iterations
+    latency: Stats
+    timing: str  # "cuda-events" (GPU stage times) or "host" (wall time around infer)
+    host_latency: Stats | None = None  # cuda-events timing: host wall time around each timed_infer call
+    enqueue: Stats | None = None
+    h2d: Stats | None = None
+    compute: Stats | None = None
+    d2h: Stats | None = None
+    warnings: tuple[str, ...] = ()
+    raw_latency_ms: tuple[float, ...] = ()
+
+    @property
+    def throughput_qps(self) -> float:
+        return self.iterations / self.walltime_s
+
+    @property
+    def items_per_s(self) -> float | None:
+        return self.throughput_qps * self.batch if self.batch else None
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One model on one backend: a BatchResult per batch size (one when not sweeping)."""
+
+    label: str
+    config: BenchConfig
+    environment: Environment
+    results: tuple[BatchResult, ...]
+    model: str | None = None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(w for r in self.results for w in r.warnings)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``trtkit-bench/1`` document (see docs/bench.md)."""
+        from .bench_report import report_json
+
+        return report_json([self])
+
+
+@dataclass(frozen=True)
+class BenchTarget:
+    """A model file and how to run it, for :func:`benchmark_models`."""
+
+    model: str
+    backend: str = "auto"  # registry name: auto | onnxruntime | tensorrt
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    label: str | None = None
+
+
+# ------------------------------------------------------------------ API
+
+def benchmark(backend: Any, *, config: BenchConfig = BenchConfig(), label: str | None = None) -> BenchResult:
+    """Benchmark an open backend (from :func:`trtkit.load`)."""
+    return benchmark_many({label or backend.name: backend}, config=config)[0]
+
+
+def benchmark_models(targets: Sequence[BenchTarget], *, config: BenchConfig = BenchConfig()) -> tuple[BenchResult, ...]:
+    """Open every target, benchmark them interleaved, close them. The first is the baseline of ratios."""
+    from .backends import load
+
+    if not targets:
+        raise BenchError("no model to benchmark; give a model path (or several with --compare)")
+    labels = _unique_labels(targets)
+    with contextlib.ExitStack() as stack:
+        backends: dict[str, Any] = {}
+        for label, target in zip(labels, targets):
+            backends[label] = stack.enter_context(load(target.model, backend=target.backend, config=_runtime_for(target, config)))
+        results = benchmark_many(backends, config=config)
+    return tuple(replace(r, model=str(t.model)) for r, t in zip(results, targets))
+
+
+def benchmark_many(backends: Mapping[str, Any], *, config: BenchConfig = BenchConfig()) -> tuple[BenchResult, ...]:
+    """Benchmark several open backends in one process, interleaved in round-robin blocks.
+
+    All shapes are checked against every backend before anything runs. Each
+    batch size is measured for all backends before moving to the next.
+    """
+    if not backends:
+        raise BenchError("benchmark_many() got no backends; pass {label: backend}")
+    labels = list(backends)
+    plans = {label: plan_shapes(be, config, label=label) for label, be in backends.items()}
+    for label, be in backends.items():
+        check_transfers(be, config, label=label)
+    per_batch: dict[str, list[BatchResult]] = {label: [] for label in labels}
+    for k in range(len(plans[labels[0]])):
+        feeds = {label: make_feeds(backends[label], plans[label][k][1], config) for label in labels}
+        measured = measure_interleaved({label: make_step(backends[label], feeds[label], config) for label in labels}, config)
+        for label in labels:
+            batch, shapes = plans[label][k]
+            actual = {n: tuple(int(d) for d in a.shape) for n, a in feeds[label].items()}
+            per_batch[label].append(_summarize(measured[label], batch=batch or axis0(actual), shapes=actual, config=config, label=label))
+    return tuple(
+        BenchResult(label=label, config=config, environment=describe_environment(backends[label]), results=tuple(per_batch[label]),
+                    model=_model_path(backends[label]))
+        for label in labels
+    )
+
+
+def _runtime_for(target: BenchTarget, config: BenchConfig) -> RuntimeConfig:
+    """TensorRT runs ``--streams`` concurrent inferences on as many execution contexts; other backends share one
+    session (ONNX Runtime's ``run`` is thread-safe), so their config is left as given."""
+    from .backends import ENGINE_SUFFIXES
+
+    engine = target.backend == "tensorrt" or (target.backend == "auto" and str(target.model).lower().endswith(ENGINE_SUFFIXES))
+    if engine and config.streams > target.runtime.contexts:
+        return replace(target.runtime, contexts=config.streams)
+    return target.runtime
+
+
+def _model_path(backend: Any) -> str | None:
+    path = getattr(backend, "path", None)
+    return str(path) if path is not None else None
+
+
+def _unique_labels(targets: Sequence[BenchTarget]) -> list[str]:
+    labels = [t.label or f"{_basename(t.model)}@{t.backend}{'' if t.runtime.device == 'cpu' else ':' + t.runtime.device}" for t in targets]
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise BenchError(f"the compared runs {dupes} are identical; compare different models or backends (MODEL@BACKEND)")
+    return labels
+
+
+def _basename(path: str) -> str:
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+# ------------------------------------------------------------ summary
+
+def _summarize(run: Run, *, batch: int | None, shapes: dict[str, Shape], config: BenchConfig, label: str) -> BatchResult:
+    what = f"{label} at {format_shapes(shapes)}"
+    host = [wall for wall, _ in run.samples]
+    stages = [st for _, st in run.samples if st is not None]
+    if stages and len(stages) != len(host):
+        raise BenchError(f"{what}: the backend returned stage times for only some iterations; no figures reported (a bug)")
+    latencies = [st.latency_ms for st in stages] if stages else host
+    result = BatchResult(
+        batch=batch,
+        shapes=shapes,
+        iterations=len(run.samples),
+        warmup_iterations=run.warmup_iterations,
+        warmup_s=run.warmup_s,
+        walltime_s=run.walltime_s,
+        latency=Stats.of(latencies, what=what),
+        timing="cuda-events" if stages else "host",
+        raw_latency_ms=tuple(latencies) if config.keep_raw else (),
+    )
+    if stages:
+        result = replace(
+            result,
+            host_latency=Stats.of(host, what=what),
+            enqueue=Stats.of([s.enqueue_ms for s in stages], what=what),
+            h2d=Stats.of([s.h2d_ms for s in stages], what=what),
+            compute=Stats.of([s.compute_ms for s in stages], what=what),
+            d2h=Stats.of([s.d2h_ms for s in stages], what=what),
+        )
+    if result.walltime_s <= 0:
+        raise BenchError(f"{what}: the measured walltime is {result.walltime_s} s; the clock is broken, no figures reported")
+    return replace(result, warnings=_warnings(result, config))
+
+
+def _warnings(r: BatchResult, config: BenchConfig) -> tuple[str, ...]:
+    """trtexec's bottleneck and stability warnings, plus ours about coarse percentiles."""
+    out = []
+    if r.enqueue and r.compute and r.enqueue.median > ENQUEUE_BOUND_RATIO * r.compute.median:
+        out.append(
+            f"throughput may be bound by enqueue time (median {r.enqueue.median:.4g} ms vs GPU compute "
+            f"{r.compute.median:.4g} ms); try --cuda-graph or more --streams"
+        )
+    if r.h2d and r.compute and config.transfers and r.h2d.median >= r.compute.median:
+        out.append(f"throughput may be bound by host-to-device copies of the inputs (median {r.h2d.median:.4g} ms); "
+                   "--no-data-transfers shows the compute alone")
+    if r.d2h and r.compute and config.transfers and r.d2h.median >= r.compute.median:
+        out.append(f"throughput may be bound by device-to-host copies of the outputs (median {r.d2h.median:.4g} ms); "
+                   "--no-data-transfers shows the compute alone")
+    if r.compute and r.compute.cov > GPU_COV_LIMIT:
+        out.append(f"GPU compute time is unstable (coefficient of variation {r.compute.cov:.1%}); "
+                   "locking the GPU clocks may make it stable")
+    lat = r.latency
+    if r.compute is None and lat.mean > HOST_OUTLIER_RATIO * lat.median:
+        out.append(f"outliers pull the mean latency ({lat.mean:.4g} ms) {lat.mean / lat.median - 1:.0%} above the median "
+                   f"({lat.median:.4g} ms; max {lat.max:.4g} ms); other programs may be competing for the CPU: "
+                   "compare medians, close them, or set --threads")
+    if r.iterations < 100:
+        out.append(f"p99 of {r.iterations} iterations is the maximum; run 100 or more (--iterations 100) for a real p99")
+    return tuple(out)

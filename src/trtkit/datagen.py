@@ -1,0 +1,311 @@
+"""Input data for `run` and `compare`: generated (seeded, Polygraphy-like) or loaded from .npy/.npz.
+
+Generated data follows Polygraphy's default data loader: floats uniform in
+[0, 1), integers uniform in [0, 25), booleans random. Each input gets its own
+random stream derived from ``(seed, input name)``, so an input's data does not
+change when another input is added or given from a file.
+
+Dynamic dims need a concrete size. The only default is a dynamic *batch*
+axis (axis 0, every other axis static), which becomes 1; :func:`plan_shapes`
+returns which inputs were defaulted so the caller can announce it
+("using shape input:1x3x224x224"). Any other dynamic dim without a
+``--shapes`` entry raises ShapeError naming the flag to pass.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DTypeError, ShapeError, SpecError
+from .spec import Shape, TensorSpec, format_shape, format_shapes, suggest_name, validate_shapes
+
+__all__ = [
+    "ShapePlan",
+    "PreparedInputs",
+    "ArrayStats",
+    "plan_shapes",
+    "generate_inputs",
+    "load_input_files",
+    "prepare_inputs",
+    "array_stats",
+]
+
+
+@dataclass(frozen=True)
+class ShapePlan:
+    """Concrete shape per input, and the inputs whose dynamic batch axis was defaulted to 1."""
+
+    shapes: dict[str, Shape]
+    defaulted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Input arrays in model input order, where each came from, and warnings to show the user."""
+
+    arrays: dict[str, np.ndarray]
+    origins: dict[str, str]  # name -> "generated (seed 0)" or the file it was read from
+    defaulted: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ArrayStats:
+    """Summary of one array. min/max/mean cover finite values only (None when there are none)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    min: float | None
+    max: float | None
+    mean: float | None
+    nan: int
+    inf: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape), "dtype": self.dtype, "min": self.min, "max": self.max,
+            "mean": self.mean, "nan": self.nan, "inf": self.inf,
+        }
+
+
+# ------------------------------------------------------------------ shapes
+
+def _example_flag(spec: TensorSpec) -> str:
+    dims = [d if isinstance(d, int) else (1 if axis == 0 else 640) for axis, d in enumerate(spec.shape)]
+    return f"--shapes {format_shapes({spec.name: dims})}"
+
+
+def plan_shapes(specs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]] | None = None) -> ShapePlan:
+    """Concrete shapes for every input: given ones, static ones, or a dynamic batch axis set to 1."""
+    given = {n: tuple(int(d) for d in s) for n, s in (shapes or {}).items()}
+    validate_shapes(specs, given, what="--shapes")
+    out: dict[str, Shape] = {}
+    defaulted = []
+    for spec in specs:
+        if spec.name in given:
+            out[spec.name] = given[spec.name]
+        elif not spec.is_dynamic:
+            out[spec.name] = tuple(int(d) for d in spec.shape)
+        elif spec.dynamic_axes == (0,):
+            out[spec.name] = (1, *(int(d) for d in spec.shape[1:]))
+            defaulted.append(spec.name)
+        else:
+            named = ", ".join(f"axis {a} {spec.shape[a]!r}" for a in spec.dynamic_axes)
+            raise ShapeError(
+                f"input {spec.name!r} {spec.display_shape()} has dynamic dims ({named}) and no shape was given; "
+                f"pass one, e.g. {_example_flag(spec)} (replace the dynamic sizes with ones the model accepts)"
+            )
+    return ShapePlan(out, tuple(defaulted))
+
+
+# -------------------------------------------------------------- generation
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def _random_array(
+    spec: TensorSpec, shape: Shape, *, seed: int, float_range: tuple[float, float], int_range: tuple[int, int]
+) -> np.ndarray:
+    dtype = np.dtype(spec.dtype)
+    rng = _rng(seed, spec.name)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.floating):
+        return rng.uniform(float_range[0], float_range[1], size=shape).astype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        lo, hi = max(int_range[0], int(info.min)), min(int_range[1], int(info.max) + 1)
+        return rng.integers(lo, hi, size=shape, dtype=dtype)
+    raise DTypeError(
+        f"cannot generate random data for input {spec.name!r} of dtype {spec.dtype}; "
+        f"give it from a file: --input {spec.name}=FILE.npy"
+    )
+
+
+def _check_ranges(seed: int, float_range: tuple[float, float], int_range: tuple[int, int]) -> None:
+    if seed < 0:
+        raise SpecError(f"seed must be >= 0, got {seed}")
+    if not float_range[0] < float_range[1] or not int_range[0] < int_range[1]:
+        raise SpecError(
+            f"data ranges must be [low, high) with low < high, got float_range={float_range}, int_range={int_range}"
+        )
+
+
+def generate_inputs(
+    specs: Sequence[TensorSpec],
+    *,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    float_range: tuple[float, float] = (0.0, 1.0),
+    int_range: tuple[int, int] = (0, 25),
+) -> dict[str, np.ndarray]:
+    """Seeded random inputs, in input order. See the module docstring for the batch-axis default."""
+    _check_ranges(seed, float_range, int_range)
+    plan = plan_shapes(specs, shapes)
+    return {
+        s.name: _random_array(s, plan.shapes[s.name], seed=seed, float_range=float_range, int_range=int_range)
+        for s in specs
+    }
+
+
+# ------------------------------------------------------------------- files
+
+def _read_file(path: Path, *, flag: str) -> Any:
+    if not path.is_file():
+        raise SpecError(f"{flag}: input file {str(path)!r} does not exist; check the path")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SpecError(
+            f"{flag}: cannot read {str(path)!r} as a numpy .npy/.npz file ({exc}); save it with np.save or np.savez "
+            "(object arrays are not loaded, for safety)"
+        ) from exc
+
+
+def _npz_arrays(data: Any, path: Path, names: Sequence[str], *, only: str | None, flag: str) -> dict[str, np.ndarray]:
+    keys = list(data.files)
+    if only is not None:
+        if only in keys:
+            return {only: data[only]}
+        if len(keys) == 1:
+            return {only: data[keys[0]]}
+        raise ShapeError(
+            f"{flag}: {str(path)!r} holds arrays {keys} but none is named {only!r}; "
+            f"save it with that key, or pass the file without NAME= to match keys to inputs.{suggest_name(only, keys)}"
+        )
+    for key in keys:
+        if key not in names:
+            raise ShapeError(
+                f"{flag}: {str(path)!r} holds array {key!r}, which is not a model input. "
+                f"Model inputs: {', '.join(repr(n) for n in names)}.{suggest_name(key, names)} "
+                "Rename the key, or use --input NAME=FILE to pick one input"
+            )
+    return {k: data[k] for k in keys}
+
+
+def _split_item(item: str) -> tuple[str | None, Path]:
+    """``NAME=FILE`` or a bare ``FILE.npz`` (keys name the inputs)."""
+    if Path(item).is_file() or "=" not in item:
+        return None, Path(item)
+    name, _, file = item.partition("=")
+    if not name or not file:
+        raise SpecError(f"--input {item!r}: expected NAME=FILE.npy, NAME=FILE.npz or FILE.npz")
+    return name, Path(file)
+
+
+def load_input_files(specs: Sequence[TensorSpec], items: Sequence[str]) -> dict[str, tuple[np.ndarray, str]]:
+    """Parse ``--input`` values and load them: ``{input name: (array, file)}``, checked against ``specs``."""
+    names = [s.name for s in specs]
+    loaded: dict[str, tuple[np.ndarray, str]] = {}
+    for item in items:
+        name, path = _split_item(item)
+        flag = f"--input {item}"
+        if name is not None and name not in names:
+            raise ShapeError(
+                f"{flag}: the model has no input {name!r}. Model inputs: "
+                f"{', '.join(repr(n) for n in names)}.{suggest_name(name, names)}"
+            )
+        data = _read_file(path, flag=flag)
+        if isinstance(data, np.ndarray):
+            if name is None:
+                if len(names) != 1:
+                    raise SpecError(f"{flag}: a .npy file holds one array; say which input it is: --input NAME={path}")
+                name = names[0]
+            arrays = {name: data}
+        else:
+            arrays = _npz_arrays(data, path, names, only=name, flag=flag)
+        for key, arr in arrays.items():
+            if key in loaded:
+                raise SpecError(f"input {key!r} is given twice (in {loaded[key][1]!r} and {str(path)!r}); give it once")
+            loaded[key] = (arr, str(path))
+    by_name = {s.name: s for s in specs}
+    for key, (arr, file) in loaded.items():
+        _check_file_array(by_name[key], arr, file)
+    return loaded
+
+
+def _check_file_array(spec: TensorSpec, arr: np.ndarray, file: str) -> None:
+    if arr.dtype != np.dtype(spec.dtype):
+        raise DTypeError(
+            f"input {spec.name!r} from {file!r} has dtype {arr.dtype} but the model expects {spec.dtype}; "
+            f"convert it first (trtkit never casts silently), e.g. array.astype(np.{spec.dtype})"
+        )
+    if not spec.accepts(arr.shape):
+        raise ShapeError(
+            f"input {spec.name!r} from {file!r} has shape {list(arr.shape)} but the model expects "
+            f"{spec.display_shape()}; give an array of that shape"
+        )
+
+
+# ------------------------------------------------------------ combination
+
+def prepare_inputs(
+    specs: Sequence[TensorSpec],
+    *,
+    files: Sequence[str] = (),
+    arrays: Mapping[str, np.ndarray] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+) -> PreparedInputs:
+    """Inputs from files or arrays where given, generated (seeded) for the rest.
+
+    A shape in ``shapes`` that contradicts a given array raises: the array wins
+    only when nobody said otherwise.
+    """
+    given = {n: (np.asarray(a), "array") for n, a in (arrays or {}).items()}
+    validate_shapes(specs, {n: a.shape for n, (a, _) in given.items()}, what="inputs")
+    by_name = {s.name: s for s in specs}
+    for name, (arr, origin) in given.items():
+        _check_file_array(by_name[name], arr, origin)
+    for name, entry in load_input_files(specs, files).items():
+        if name in given:
+            raise SpecError(f"input {name!r} is given both as an array and in {entry[1]!r}; give it once")
+        given[name] = entry
+    for name, (arr, origin) in given.items():
+        if shapes and name in shapes and tuple(shapes[name]) != arr.shape:
+            raise SpecError(
+                f"--shapes gives {name!r} shape {format_shape(shapes[name])} but its data from {origin!r} has shape "
+                f"{format_shape(arr.shape)}; drop it from --shapes or give matching data"
+            )
+    plan = plan_shapes(specs, {**(shapes or {}), **{n: a.shape for n, (a, _) in given.items()}})
+    missing = [s for s in specs if s.name not in given]
+    generated = generate_inputs(missing, shapes={s.name: plan.shapes[s.name] for s in missing}, seed=seed)
+    out = {s.name: (given[s.name][0] if s.name in given else generated[s.name]) for s in specs}
+    origins = {s.name: (given[s.name][1] if s.name in given else f"generated (seed {seed})") for s in specs}
+    warnings = tuple(w for n, (a, origin) in given.items() if (w := _nonfinite_warning(n, a, origin)))
+    return PreparedInputs(out, origins, plan.defaulted, warnings)
+
+
+def _nonfinite_warning(name: str, arr: np.ndarray, origin: str) -> str:
+    if not np.issubdtype(arr.dtype, np.floating):
+        return ""
+    nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+    if not nan and not inf:
+        return ""
+    return (
+        f"input {name!r} from {origin!r} contains {nan} NaN and {inf} Inf of {arr.size} values; "
+        "outputs computed from them are not meaningful"
+    )
+
+
+def array_stats(arr: Any) -> ArrayStats:
+    """Shape, dtype, finite min/max/mean and NaN/Inf counts of an array."""
+    a = np.asarray(arr)
+    shape, dtype = tuple(int(d) for d in a.shape), str(a.dtype)
+    if a.dtype == np.object_ or a.size == 0:
+        return ArrayStats(shape, dtype, None, None, None, 0, 0)
+    if np.issubdtype(a.dtype, np.floating):
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        finite = a[np.isfinite(a)] if nan or inf else a
+    else:
+        nan, inf, finite = 0, 0, a
+    if finite.size == 0:
+        return ArrayStats(shape, dtype, None, None, None, nan, inf)
+    return ArrayStats(shape, dtype, float(finite.min()), float(finite.max()), float(finite.mean(dtype=np.float64)), nan, inf)

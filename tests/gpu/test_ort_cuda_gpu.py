@@ -1,0 +1,115 @@
+"""ORT CUDA backend (IO binding + shared buffer manager) against ORT CPU on every asset model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trtkit
+from trtkit import cuda
+from trtkit.backends._device_io import concat_outputs, split_batch
+from trtkit.spec import RuntimeConfig
+from tests.conftest import asset_model
+
+pytestmark = pytest.mark.gpu
+
+# key -> list of input shapes to try (dynamic models get several, incl. alternating shapes)
+CASES = {
+    "efficientnet_lite0": [(1, 3, 224, 224), (4, 3, 224, 224), (1, 3, 224, 224)],
+    "scrfd": [(1, 3, 640, 640)],
+    "yolov8n": [(2, 3, 320, 320), (1, 3, 640, 480), (2, 3, 320, 320)],
+    "ppocr_det": [(1, 3, 640, 640), (2, 3, 320, 480)],
+    "ppocr_rec": [(3, 3, 48, 320), (1, 3, 48, 160)],
+    "ppocr_cls": [(4, 3, 48, 192)],
+}
+
+
+def _cuda_ep_or_skip():
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu (CUDA EP) is not installed")
+
+
+def _close_enough(got: np.ndarray, ref: np.ndarray) -> None:
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=1e-2, atol=1e-2 * scale)
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_ort_cuda_matches_cpu(key):
+    _cuda_ep_or_skip()
+    path = asset_model(key)
+    rng = np.random.default_rng(0)
+    with trtkit.load(path) as cpu, trtkit.load(path, config=RuntimeConfig(device="cuda")) as gpu:
+        assert type(gpu).__name__ == "OrtCudaBackend"
+        for shape in CASES[key]:
+            x = rng.random(shape, dtype=np.float32)
+            ref, got = cpu.infer(x), gpu.infer(x)
+            assert list(got) == list(ref)
+            for name in ref:
+                _close_enough(got[name], ref[name])
+
+
+def test_pipelined_infer_many_and_submit_match_sequential():
+    _cuda_ep_or_skip()
+    path = asset_model("yolov8n")
+    rng = np.random.default_rng(1)
+    batches = [rng.random((4, 3, 320, 320), dtype=np.float32) for _ in range(6)]
+    with trtkit.load(path, config=RuntimeConfig(device="cuda", contexts=3)) as gpu:
+        seq = [gpu.infer(b) for b in batches]
+        many = list(gpu.infer_many(batches))
+        fut = [gpu.submit(b) for b in batches]
+        for a, b, f in zip(seq, many, fut):
+            np.testing.assert_array_equal(a["output0"], b["output0"])
+            np.testing.assert_array_equal(a["output0"], f.result()["output0"])
+
+
+def test_batch_chunking_path_equals_full_batch_on_cpu():
+    _cuda_ep_or_skip()
+    path = asset_model("efficientnet_lite0")
+    x = np.random.default_rng(2).random((8, 3, 224, 224), dtype=np.float32)
+    with trtkit.load(path) as cpu, trtkit.load(path, config=RuntimeConfig(device="cuda")) as gpu:
+        parts = [gpu.infer(chunk) for chunk in split_batch({"input": x}, 3)]
+        assert [p["logits"].shape[0] for p in parts] == [3, 3, 2]
+        _close_enough(concat_outputs(parts)["logits"], cpu.infer(x)["logits"])
+
+
+def test_device_inputs_and_outputs_stay_on_gpu():
+    _cuda_ep_or_skip()
+    torch = pytest.importorskip("torch")
+    path = asset_model("efficientnet_lite0")
+    x = torch.rand((2, 3, 224, 224), device="cuda")
+    with trtkit.load(path) as cpu, trtkit.load(path, config=RuntimeConfig(device="cuda", outputs_on_device=True)) as gpu:
+        out = gpu.infer({"input": x})["logits"]
+        assert isinstance(out, cuda.DeviceArray)
+        logits = torch.as_tensor(out, device="cuda")
+        _close_enough(logits.cpu().numpy(), cpu.infer(x.cpu().numpy())["logits"])
+        out.close()
+
+
+def test_timed_infer_reports_stages():
+    _cuda_ep_or_skip()
+    path = asset_model("scrfd")
+    x = np.random.default_rng(3).random((1, 3, 640, 640), dtype=np.float32)
+    with trtkit.load(path, config=RuntimeConfig(device="cuda")) as gpu:
+        gpu.infer(x)
+        t = gpu.timed_infer(x)
+        assert t.h2d_ms > 0 and t.compute_ms > 0 and t.d2h_ms > 0 and t.enqueue_ms > 0
+        assert t.latency_ms == pytest.approx(t.h2d_ms + t.compute_ms + t.d2h_ms)
+        d = gpu.timed_infer(x, transfers=False)
+        assert d.h2d_ms == 0 and d.d2h_ms == 0 and d.compute_ms > 0
+
+
+def test_ort_cuda_no_leak_over_calls():
+    _cuda_ep_or_skip()
+    path = asset_model("efficientnet_lite0")
+    x = np.random.default_rng(4).random((1, 3, 224, 224), dtype=np.float32)
+    with trtkit.load(path, config=RuntimeConfig(device="cuda")) as gpu:
+        for _ in range(20):
+            gpu.infer(x)
+        free_before, _ = cuda.mem_info()
+        for _ in range(2000):
+            gpu.infer(x)
+        free_after, _ = cuda.mem_info()
+    assert abs(free_before - free_after) < (8 << 20), (free_before, free_after)

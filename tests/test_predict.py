@@ -1,0 +1,74 @@
+"""`trtkit predict` end to end in a subprocess: tables, --json, --save-dir files, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import asset_model, assert_clean_error
+
+cv2 = pytest.importorskip("cv2")
+
+
+def test_face_writes_annotated_png_and_json(cli, assets, tmp_path):
+    out = tmp_path / "out"
+    r = cli("predict", "--task", "face", asset_model("scrfd"), assets / "images" / "newton.png", "--save-dir", out)
+    assert r.code == 0, r
+    assert "newton.png: 1 result(s)" in r.out and "landmarks" in r.out
+    saved = json.loads((out / "newton.json").read_text())
+    assert saved["task"] == "face" and len(saved["faces"]) == 1
+    drawn = cv2.imread(str(out / "newton.png"))
+    original = cv2.imread(str(assets / "images" / "newton.png"))
+    assert drawn.shape == original.shape and not np.array_equal(drawn, original)
+    assert sorted(p.name for p in out.iterdir()) == ["newton.json", "newton.png"]  # no temp files left
+
+
+def test_classify_json_parses_with_labels(cli, assets):
+    r = cli(
+        "predict", "--task", "classify", asset_model("efficientnet_lite0"),
+        assets / "images" / "coffee.png", assets / "images" / "baboon.jpg",
+        "--labels", assets / "labels" / "imagenet1k.txt", "--top-k", "2", "--json",
+    )
+    assert r.code == 0, r
+    records = json.loads(r.out)
+    assert [rec["top_k"][0]["label"] for rec in records] == ["espresso", "baboon"]
+    assert all(len(rec["top_k"]) == 2 for rec in records)
+
+
+def test_detect_table_has_metadata_names(cli, assets):
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), assets / "images" / "astronaut.png", "--batch", "2")
+    assert r.code == 0, r
+    assert "FACE_FEMALE" in r.out
+
+
+def test_bad_image_among_good_ones_is_reported_and_exit_1(cli, assets, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    r = cli("predict", "--task", "face", asset_model("scrfd"), bad, assets / "images" / "newton.png", "--save-dir", out)
+    assert r.code == 1 and "Traceback" not in r.err, r
+    assert "notes.jpg" in r.err and "cannot decode" in r.err
+    assert "newton.png: 1 result(s)" in r.out  # the good image still ran
+    assert (out / "newton.json").exists() and not (out / "notes.json").exists()
+
+
+def test_model_task_mismatch_is_a_clean_error(cli, assets):
+    r = cli("predict", "--task", "detect", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png")
+    assert_clean_error(r, "expected a YOLOv8/v11 output", "logits [batch,1000]")
+    r = cli("predict", "--task", "face", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png")
+    assert_clean_error(r, "SCRFD heads", "logits")
+
+
+def test_option_conflicts_and_missing_args(cli, assets, tmp_path):
+    r = cli("predict", "--task", "face", asset_model("scrfd"), assets / "images" / "newton.png", "--top-k", "3")
+    assert_clean_error(r, "--top-k", "--task face")
+    r = cli("predict", "--task", "classify", asset_model("efficientnet_lite0"))
+    assert_clean_error(r, "no images given")
+    r = cli("predict", "--task", "ocr", assets / "images" / "newton.png")
+    assert_clean_error(r, "--rec")
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = cli("predict", "--task", "face", asset_model("scrfd"), assets / "images" / "newton.png", "--save-dir", f)
+    assert_clean_error(r, "not a directory")
