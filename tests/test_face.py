@@ -55,3 +55,21 @@ def test_drawing_marks_the_face(faces, assets):
     drawn = faces(image).draw(image)
     assert drawn.shape == image.shape and not np.array_equal(drawn, image)
     np.testing.assert_array_equal(read_image(assets / "images" / "newton.png"), image)  # input untouched
+
+
+def test_batch_on_a_dynamic_batch_copy_matches_single(assets, tmp_path):
+    """SCRFD flattens the batch into the anchor axis ([1, B*N, k]); predict_batch must undo that."""
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(asset_model("scrfd")))
+    for value in [*proto.graph.input, *proto.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(tmp_path / "scrfd_dyn.onnx"))
+    images = [assets / "images" / n for n in ("newton.png", "gauss.png")]
+    with FaceDetector.from_path(tmp_path / "scrfd_dyn.onnx") as task:
+        assert task.dynamic_batch
+        batched = task.predict_batch(images, batch_size=2)
+        singles = [task(p) for p in images]
+    for a, b in zip(batched, singles):
+        assert len(a) == len(b) == 1
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)

@@ -143,10 +143,13 @@ class Stats:
         return self.std / self.mean if self.mean > 0 else 0.0
 
 
-def _percentile(sorted_values: np.ndarray, p: float) -> float:
-    """trtexec's findPercentile: drop int((1 - p/100) * n) samples from the top, take the largest left."""
-    n = sorted_values.size
-    exclude = int((1 - p / 100) * n)
+def _percentile(sorted_values: np.ndarray, p: int) -> float:
+    """trtexec's findPercentile: drop floor((1 - p/100) * n) samples from the top, take the largest left.
+
+    Computed in integers: trtexec's float arithmetic can round 20 down to 19.99 and keep one sample too many.
+    """
+    n = int(sorted_values.size)
+    exclude = (100 - p) * n // 100
     return float(sorted_values[max(n - 1 - exclude, 0)])
 
 
@@ -260,12 +263,12 @@ def benchmark_many(backends: Mapping[str, Any], *, config: BenchConfig = BenchCo
 
 
 def _runtime_for(target: BenchTarget, config: BenchConfig) -> RuntimeConfig:
-    """TensorRT runs ``--streams`` concurrent inferences on as many execution contexts; other backends share one
-    session (ONNX Runtime's ``run`` is thread-safe), so their config is left as given."""
+    """GPU backends run ``--streams`` concurrent inferences on as many contexts (TensorRT) or IO slots (ORT CUDA);
+    ONNX Runtime on the CPU shares one session (its ``run`` is thread-safe), so its config is left as given."""
     from .backends import ENGINE_SUFFIXES
 
     engine = target.backend == "tensorrt" or (target.backend == "auto" and str(target.model).lower().endswith(ENGINE_SUFFIXES))
-    if engine and config.streams > target.runtime.contexts:
+    if (engine or target.runtime.device == "cuda") and config.streams > target.runtime.contexts:
         return replace(target.runtime, contexts=config.streams)
     return target.runtime
 

@@ -26,6 +26,7 @@ SCHEMA = "trtkit-bench/1"
 # backend name -> modules whose __version__ is the backend's version (first one imported wins)
 _VERSION_MODULES = {
     "onnxruntime": ("onnxruntime",),
+    "onnxruntime-cuda": ("onnxruntime",),
     "tensorrt": ("tensorrt", "tensorrt_rtx"),
     "tensorrt-rtx": ("tensorrt_rtx",),
 }
@@ -49,7 +50,7 @@ def describe_environment(backend: Any) -> Environment:
 
     return Environment(
         trtkit_version=__version__,
-        backend=str(backend.name),
+        backend=str(getattr(getattr(backend, "flavor", None), "backend", None) or backend.name),
         backend_version=_backend_version(backend),
         device=_device_name(backend),
         cpu_count=os.cpu_count(),
@@ -76,7 +77,7 @@ def _device_name(backend: Any) -> str:
         return name
     config = getattr(backend, "config", None)
     device = getattr(backend, "device", None) or getattr(config, "device", "cpu")
-    if device == "cuda":
+    if device == "cuda" or hasattr(backend, "timed_infer"):  # TensorRT runs on the GPU whatever config.device says
         return _cuda_device_name(int(getattr(config, "device_id", 0)))
     return f"cpu ({_cpu_name()})"
 
@@ -288,6 +289,9 @@ def _comparison(runs: Sequence["BenchResult"]) -> list[str]:
 def format_text(runs: Sequence["BenchResult"]) -> str:
     """The human report: a trtexec-style summary, a sweep table, or a side-by-side comparison."""
     lines = [_describe_run(run) for run in runs]
+    streams = runs[0].config.streams
+    if streams > 1:
+        lines.append(f"{streams} concurrent streams: latency is per inference, throughput counts all streams")
     if len(runs) > 1:
         lines += _comparison(runs)
     elif len(runs[0].results) == 1:
@@ -318,20 +322,24 @@ def write_plot(path: str | os.PathLike[str], runs: Sequence["BenchResult"]) -> N
     lat_ax, thr_ax = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(runs))]
     xs_all: set[int] = set()
+    tops = {lat_ax: 0.0, thr_ax: 0.0}
     for run, color in zip(runs, colors):
         xs = [r.batch or 1 for r in run.results]
         xs_all.update(xs)
         for key, style in _PERCENTILE_STYLES:
-            lat_ax.plot(xs, [getattr(r.latency, key) for r in run.results], style, color=color, marker="o", markersize=4)
+            ys = [getattr(r.latency, key) for r in run.results]
+            lat_ax.plot(xs, ys, style, color=color, marker="o", markersize=4)
+            tops[lat_ax] = max(tops[lat_ax], *ys)
         thr = [r.items_per_s or r.throughput_qps for r in run.results]
         thr_ax.plot(xs, thr, "-", color=color, marker="o", label=run.label)
-    for ax in (lat_ax, thr_ax):
+        tops[thr_ax] = max(tops[thr_ax], *thr)
+    for ax, top in tops.items():
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(xs_all), [str(x) for x in sorted(xs_all)])
         ax.minorticks_off()
         ax.set_xlabel("batch size")
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top * 1.12 or 1.0)  # from zero, so ratios read true; headroom so no point sits on the frame
     lat_ax.set_ylabel("latency (ms)")
     lat_ax.set_title("Latency percentiles")
     lat_ax.legend(
@@ -341,7 +349,7 @@ def write_plot(path: str | os.PathLike[str], runs: Sequence["BenchResult"]) -> N
     thr_ax.set_ylabel("throughput (items/s)")
     thr_ax.set_title("Throughput")
     thr_ax.legend(loc="best", fontsize="small")
-    env = runs[0].environment
-    fig.suptitle(f"trtkit bench: {', '.join(r.label for r in runs)} on {env.device}", fontsize="medium")
+    devices = ", ".join(dict.fromkeys(r.environment.device for r in runs))
+    fig.suptitle(f"trtkit bench: {', '.join(r.label for r in runs)} on {devices}", fontsize="medium")
     with atomic_output(path, what="--plot") as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -74,7 +74,7 @@ def _rest_dims(spec: TensorSpec, given: Shape | None) -> Shape:
         if len(given) == spec.rank:
             raise BenchError(
                 f"--shapes gives {spec.name!r} the full shape {format_shape(given)}, which sets the batch that --batch "
-                f"also sets; with --batch give --shapes without the batch axis, e.g. {spec.name}:{example}"
+                f"also sets; with --batch give --shapes without the batch axis, e.g. {spec.name}:{format_shape(given[1:])}"
             )
         if len(given) != spec.rank - 1:
             raise ShapeError(
@@ -222,8 +222,13 @@ def _run_threads(step: Step, *, seconds: float, iterations: int, streams: int) -
     threads = [threading.Thread(target=worker, name=f"trtkit-bench-{i}", daemon=True) for i in range(streams)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    finally:  # Ctrl-C lands here in the main thread: let the workers finish their call before backends close
+        stop.set()
+        for t in threads:
+            t.join()
     if errors:
         raise errors[0]
     return samples, time.perf_counter() - start

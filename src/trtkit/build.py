@@ -120,7 +120,9 @@ def batch_profile(specs: Sequence[TensorSpec], batch: tuple[int, int, int], *,
             f"{', '.join(f'{s.name} {s.display_shape()}' for s in specs)}); make it dynamic first with "
             f"`trtkit reshape --dynamic {specs[0].name if specs else 'NAME'}:0`, or use --shapes"
         )
-    mins, opts, maxs = {}, {}, {}
+    mins: dict[str, tuple[int, ...]] = {}
+    opts: dict[str, tuple[int, ...]] = {}
+    maxs: dict[str, tuple[int, ...]] = {}
     for s in batched:
         given = shapes.pop(s.name, None)
         if given is not None and given[:1] != (mid,):
@@ -129,18 +131,43 @@ def batch_profile(specs: Sequence[TensorSpec], batch: tuple[int, int, int], *,
                 f"{lo}:{mid}:{hi} has opt batch {mid}; with --dynamic-batch, --shapes sets the other dims and its "
                 f"batch must be the opt batch: e.g. {s.name}:{mid}x{'x'.join(str(d) for d in given[1:])}"
             )
-        rest = given[1:] if given is not None else tuple(s.shape[1:])
-        dynamic = [i + 1 for i, d in enumerate(rest) if isinstance(d, str)]
+        model_rest = given[1:] if given is not None else tuple(s.shape[1:])
+        dynamic = [i + 1 for i, d in enumerate(model_rest) if isinstance(d, str)]
         if dynamic:
-            example = "x".join(str(d) if isinstance(d, int) else "640" for d in (mid, *rest))
+            example = "x".join(str(d) if isinstance(d, int) else "640" for d in (mid, *model_rest))
             raise ProfileError(
                 f"--dynamic-batch covers axis 0 only, but {s.name!r} {s.display_shape()} is also dynamic on "
                 f"axis {', '.join(map(str, dynamic))}; give those dims with --shapes, e.g. --shapes {s.name}:{example}"
             )
+        rest = tuple(int(d) for d in model_rest)  # all static now
         mins[s.name], opts[s.name], maxs[s.name] = (lo, *rest), (mid, *rest), (hi, *rest)
     for name, shape in shapes.items():  # inputs without a dynamic batch, fixed by --shapes
         mins[name] = opts[name] = maxs[name] = tuple(shape)
     return ShapeProfile.from_shapes(min=mins, opt=opts, max=maxs)
+
+
+def check_named_dims(model: Any, profiles: Sequence[ShapeProfile]) -> None:
+    """Dims sharing one ``dim_param`` name must get equal sizes: TensorRT treats them as one dim.
+
+    Why: e.g. PP-OCR's classifier names both H and W "?", so TensorRT only accepts H == W and
+    fails deep in the build with "Input dimensions with this name have different constant values".
+    """
+    named: dict[str, list[tuple[str, int]]] = {}
+    for value in model.graph.input:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param:
+                named.setdefault(dim.dim_param, []).append((value.name, axis))
+    for index, profile in enumerate(profiles):
+        for dim_name, uses in named.items():
+            for which in ("min", "opt", "max"):
+                sizes = {(n, a): getattr(profile[n], which)[a] for n, a in uses if n in profile}
+                if len(set(sizes.values())) > 1:
+                    listing = ", ".join(f"{n} axis {a} = {v}" for (n, a), v in sizes.items())
+                    raise ProfileError(
+                        f"optimization profile {index} ({which}): {listing}, but the model names all of these dims "
+                        f"{dim_name!r}, so TensorRT requires them equal. Give equal sizes, or give the dims distinct "
+                        "names first (trtkit reshape, or onnx.tools.update_model_dims)"
+                    )
 
 
 def _check_plugins(plugins: Sequence[str]) -> tuple[Path, ...]:
@@ -227,6 +254,7 @@ def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], 
     model = load_onnx(src)
     inputs, _ = io_specs(model)
     profiles = resolve_profiles(src, inputs, config.profiles)
+    check_named_dims(model, profiles)
     flavor = trt_flavor(config.backend)
     plan = plan_precision(config.precision, backend=f"{flavor.backend} {flavor.version}",
                           strongly_typed_only=flavor.strongly_typed_only, qdq=has_qdq(model))
@@ -296,7 +324,7 @@ def _run_builder(job: _Job, data: bytes | None) -> tuple[bytes, list[dict[str, A
         ensure_device(job.config.device)
     logger = trt_logger(trt, verbose=job.config.verbose, errors_as_info=True)
     builder = trt.Builder(logger)
-    load_plugins(trt, logger, builder, job.plugins)
+    load_plugins(trt, logger, builder, [str(p) for p in job.plugins])
     network = builder.create_network(_network_flags(trt, job.plan))
     parse_onnx(trt, logger, network, path=job.onnx_path, data=data)
     config = builder.create_builder_config()
@@ -359,7 +387,7 @@ def _sidecar(job: _Job, engine: bytes, io: tuple[list[Any], list[Any]], seconds:
 
 
 def _report(job: _Job, *, cached: bool, seconds: float) -> BuildReport:
-    device = job.gpu["name"] if job.gpu else job.device_note
+    device = job.gpu["name"] if job.gpu else f"{NO_GPU} ({job.device_note})"
     return BuildReport(str(job.output), str(sidecar_path(job.output)), cached, seconds, job.flavor.backend,
                        job.flavor.version, job.plan.precision, job.profiles, device, job.notes)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -137,13 +137,16 @@ def mem_info() -> tuple[int, int]:
     return int(free), int(total)
 
 
+_O = TypeVar("_O", bound="_Owner")
+
+
 class _Owner:
     """Idempotent close + ``with``; subclasses free their handle in ``_free``."""
 
     _closed = False
     kind = "CUDA resource"
 
-    def __enter__(self) -> "_Owner":
+    def __enter__(self: _O) -> _O:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -111,7 +111,7 @@ NO_GPU = "built without a GPU"
 
 
 def detect_gpu(device_id: int = 0) -> tuple[dict[str, Any] | None, str]:
-    """({"name", "compute_capability"}, "") for a usable GPU, else (None, why not: "built without a GPU (...)").
+    """({"name", "compute_capability"}, "") for a usable GPU, else (None, why there is none).
 
     Uses cuda-python directly rather than :mod:`trtkit.cuda` because "no GPU" is an
     answer here, not an error: TensorRT-RTX builds engines on machines without one.
@@ -119,18 +119,18 @@ def detect_gpu(device_id: int = 0) -> tuple[dict[str, Any] | None, str]:
     from ._optional import available
 
     if not available("cuda.bindings.runtime"):
-        return None, "built without a GPU (cuda-python is not installed, so no GPU was looked for)"
+        return None, "cuda-python is not installed, so no GPU was looked for"
     from cuda.bindings import runtime as rt
 
     err, count = rt.cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         name = getattr(err, "name", str(err))
-        return None, f"built without a GPU (CUDA reports {name if int(err) else 'no devices'})"
+        return None, f"CUDA reports {name if int(err) else 'no devices'}"
     if device_id >= count:
-        return None, f"built without a GPU (device {device_id} requested, {count} visible)"
+        return None, f"device {device_id} requested, {count} visible"
     err, props = rt.cudaGetDeviceProperties(device_id)
     if int(err) != 0:
-        return None, f"built without a GPU (cudaGetDeviceProperties failed: {getattr(err, 'name', err)})"
+        return None, f"cudaGetDeviceProperties failed: {getattr(err, 'name', err)}"
     name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
     return {"name": name, "compute_capability": f"{props.major}.{props.minor}"}, ""
 
@@ -241,7 +241,7 @@ def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, st
 
     gpu, why = detect_gpu(0)
     if gpu is None:
-        return None, "engine not opened (deserializing needs a usable NVIDIA GPU and driver): " + why.replace(NO_GPU + " ", "").strip("()")
+        return None, "engine not opened (deserializing needs a usable NVIDIA GPU and driver): " + why
     try:
         flavor = trt_flavor(backend if backend in ("tensorrt", "tensorrt-rtx") else "auto")
     except (BackendUnavailable, SpecError) as exc:

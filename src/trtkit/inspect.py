@@ -19,11 +19,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from .onnx_io import io_specs, iter_tensors, load_onnx
+from .onnx_io import io_specs, load_onnx
 from .spec import TensorSpec, flags_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,6 +143,20 @@ def _tensor_size(tensor: "onnx.TensorProto") -> tuple[int, int]:
     return count, count * itemsize
 
 
+def _parameters(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
+    """Initializers and Constant-node values (PaddlePaddle exports keep weights there), subgraphs included.
+
+    Other attribute tensors (ConstantOfShape's fill value) are not parameters.
+    """
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value":
+                yield attr.t
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _parameters(sub)
+
+
 def _walk_nodes(graph: "onnx.GraphProto") -> list["onnx.NodeProto"]:
     """All nodes, including those inside If/Loop/Scan subgraphs."""
     nodes = []
@@ -173,7 +187,7 @@ def inspect_onnx(path: str | os.PathLike[str]) -> ModelInfo:
     nodes = _walk_nodes(model.graph)
     count = nbytes = 0
     external: list[str] = []
-    for tensor in iter_tensors(model.graph):
+    for tensor in _parameters(model.graph):
         n, b = _tensor_size(tensor)
         count, nbytes = count + n, nbytes + b
         if tensor.data_location == 1:

@@ -227,8 +227,11 @@ class OutputError:
     max_abs: float
     max_rel: float
     ok: bool
+    expected_shape: tuple[int, ...] | None = None  # the reference's shape, when it differs
 
     def describe(self) -> str:
+        if self.expected_shape is not None and self.expected_shape != self.shape:
+            return f"{self.name}: shape [{format_shape(self.shape)}], expected [{format_shape(self.expected_shape)}]  MISMATCH"
         flag = "ok" if self.ok else "MISMATCH"
         return f"{self.name} [{format_shape(self.shape)}]: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}  {flag}"
 
@@ -242,7 +245,7 @@ def compare_outputs(
         ref = np.asarray(ref)
         out = np.asarray(got[name])
         if out.shape != ref.shape:
-            errors.append(OutputError(name, tuple(out.shape), float("inf"), float("inf"), False))
+            errors.append(OutputError(name, tuple(out.shape), float("inf"), float("inf"), False, tuple(ref.shape)))
             continue
         if ref.size == 0:
             errors.append(OutputError(name, tuple(out.shape), 0.0, 0.0, True))

@@ -172,10 +172,10 @@ def _image_feed(path: Path, spec: TensorSpec, hw: tuple[int, int], config: Quant
             rgb = img.convert("RGB").resize((hw[1], hw[0]), image_mod.BILINEAR)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"calibration image {str(path)!r} cannot be read ({exc}); remove it or convert it to PNG/JPEG") from None
-    x = np.asarray(rgb, dtype=np.float32) / 255.0
+    x = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
     if config.bgr:
         x = x[..., ::-1]
-    x = (x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
+    x = ((x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)).astype(np.float32)
     return {spec.name: np.ascontiguousarray(x.transpose(2, 0, 1)[None])}
 
 

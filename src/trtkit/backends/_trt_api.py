@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import BackendUnavailable, EngineError
 
 if TYPE_CHECKING:  # type-checked against tensorrt stubs (tests/test_typecheck.py)
-    import tensorrt as trt
+    import tensorrt as trt_types
 
 __all__ = ["ROLES", "IoTensor", "CapturingLogger", "deserialize", "io_table", "new_context", "make_output_allocator"]
 
@@ -90,7 +90,7 @@ def make_logger(trt: ModuleType) -> Any:
 CapturingLogger = Any  # the class is built at runtime from trt.ILogger
 
 
-def load_plugins(trt: ModuleType, runtime: "trt.Runtime", plugins: Sequence[str]) -> None:
+def load_plugins(trt: ModuleType, runtime: "trt_types.Runtime", plugins: Sequence[str]) -> None:
     registry = runtime.get_plugin_registry()
     for lib in plugins:
         if registry.load_library(str(lib)) is None:
@@ -151,7 +151,7 @@ def _dims(value: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in value)
 
 
-def io_table(trt: ModuleType, engine: "trt.ICudaEngine") -> tuple[IoTensor, ...]:
+def io_table(trt: ModuleType, engine: "trt_types.ICudaEngine") -> tuple[IoTensor, ...]:
     """The engine's I/O tensors in engine order, with per-profile input ranges."""
     out = []
     for index in range(engine.num_io_tensors):
@@ -179,39 +179,39 @@ def io_table(trt: ModuleType, engine: "trt.ICudaEngine") -> tuple[IoTensor, ...]
     return tuple(out)
 
 
-def new_context(engine: "trt.ICudaEngine") -> Any:
+def new_context(engine: "trt_types.ICudaEngine") -> Any:
     context = engine.create_execution_context()
     if context is None:
         raise EngineError("TensorRT could not create an execution context (out of device memory?); use fewer contexts")
     return context
 
 
-def select_profile(context: "trt.IExecutionContext", index: int, stream_handle: int) -> None:
+def select_profile(context: "trt_types.IExecutionContext", index: int, stream_handle: int) -> None:
     if not context.set_optimization_profile_async(index, stream_handle):
         raise EngineError(f"TensorRT refused optimization profile {index}; the engine may have fewer profiles")
 
 
-def set_input_shape(context: "trt.IExecutionContext", name: str, shape: tuple[int, ...]) -> None:
+def set_input_shape(context: "trt_types.IExecutionContext", name: str, shape: tuple[int, ...]) -> None:
     if not context.set_input_shape(name, shape):
         raise EngineError(f"TensorRT refused input shape {list(shape)} for {name!r} in the active profile")
 
 
-def set_address(context: "trt.IExecutionContext", name: str, ptr: int) -> None:
+def set_address(context: "trt_types.IExecutionContext", name: str, ptr: int) -> None:
     if not context.set_tensor_address(name, ptr):
         raise EngineError(f"TensorRT refused the device address of tensor {name!r}")
 
 
-def output_shape(context: "trt.IExecutionContext", name: str) -> tuple[int, ...]:
+def output_shape(context: "trt_types.IExecutionContext", name: str) -> tuple[int, ...]:
     """Shape TensorRT inferred for an output from the current input shapes (-1 = data-dependent)."""
     return _dims(context.get_tensor_shape(name))
 
 
-def execute(context: "trt.IExecutionContext", stream_handle: int, logger: Any) -> None:
+def execute(context: "trt_types.IExecutionContext", stream_handle: int, logger: Any) -> None:
     if not context.execute_async_v3(stream_handle):
         raise EngineError("TensorRT execution failed: " + (" | ".join(logger.take()) or "no message logged"))
 
 
-def attach_output_allocator(context: "trt.IExecutionContext", name: str, allocator: Any) -> None:
+def attach_output_allocator(context: "trt_types.IExecutionContext", name: str, allocator: Any) -> None:
     if not context.set_output_allocator(name, allocator):
         raise EngineError(f"TensorRT refused the output allocator for data-dependent output {name!r}")
 

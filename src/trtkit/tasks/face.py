@@ -189,6 +189,22 @@ class FaceDetector(Task[FaceDetectorConfig, Faces]):
             landmarks=scale_points(kps[order], meta) if kps is not None else None,
         )
 
+    def split_outputs(self, outputs: Mapping[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
+        """SCRFD exports often flatten the batch into the anchor axis (``[1, B*N, k]`` or ``[B*N, k]``,
+        batch-major): reshape those to ``[B, N, k]`` before splitting per image."""
+        if self.layout == "scrfd":
+            h, w = self.input_size
+            fixed = {}
+            for stride, head in self._heads.items():
+                n = (h // stride) * (w // stride) * self.config.anchors
+                for name in head.values():
+                    arr = np.asarray(outputs[name])
+                    if arr.shape[0] != count and arr.size == count * n * arr.shape[-1]:
+                        arr = arr.reshape(count, n, arr.shape[-1])
+                    fixed[name] = arr
+            outputs = {**outputs, **fixed}
+        return super().split_outputs(outputs, count)
+
     def _decode(self, outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         all_boxes, all_scores, all_kps = [], [], []
         has_kps = all("kps" in head for head in self._heads.values())

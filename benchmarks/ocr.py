@@ -1,0 +1,184 @@
+"""OCR pipeline: trtkit's OcrPipeline vs RapidOCR 1.4.4, same PP-OCRv4 ONNX models, same ORT threads.
+
+Prints median/min/p90 latency of the whole pipeline (image array in, lines
+out; decoding the file is not timed), measured interleaved (A B, B A, ...) so
+machine noise hits both alike, the per-stage split, and the character error
+rate (CER) of each against the reference lines in truth.json.
+
+    python benchmarks/ocr.py                     # assets from ../shared/assets
+    python benchmarks/ocr.py --runs 20 --threads 2 --profile
+    python benchmarks/ocr.py --models DIR --assets DIR   # e.g. RapidOCR's bundled (identical) models
+
+RapidOCR is optional (``pip install rapidocr-onnxruntime==1.4.4``; it is a
+benchmark-only comparison, not a trtkit dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ASSETS = Path(os.environ.get("TRTKIT_SHARED", ROOT.parent / "shared")) / "assets"
+DET, REC, CLS = "ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+IMAGE = "imageTextN_rgb.png"
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions), one row at a time."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def cer(lines: list[str], truth: list[str]) -> float:
+    """Character error rate of the lines joined with newlines (so split or merged lines count too)."""
+    ref = "\n".join(truth)
+    return levenshtein("\n".join(lines), ref) / max(len(ref), 1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def make_trtkit(models: Path, threads: int, use_cls: bool) -> tuple[Callable[[np.ndarray], list[str]], Any]:
+    import trtkit
+    from trtkit.tasks.ocr import OcrPipeline
+
+    pipeline = OcrPipeline.from_paths(
+        models / DET, models / REC, models / CLS if use_cls else None, runtime=trtkit.RuntimeConfig(threads=threads)
+    )
+    return (lambda rgb: [line.text for line in pipeline(rgb).lines]), pipeline
+
+
+def make_rapidocr(models: Path, threads: int, use_cls: bool) -> Callable[[np.ndarray], list[str]]:
+    from rapidocr_onnxruntime import RapidOCR
+
+    engine = RapidOCR(
+        det_model_path=str(models / DET),
+        rec_model_path=str(models / REC),
+        cls_model_path=str(models / CLS),
+        intra_op_num_threads=threads,
+        inter_op_num_threads=1,
+    )
+
+    def run(rgb: np.ndarray) -> list[str]:
+        result, _ = engine(np.ascontiguousarray(rgb[:, :, ::-1]), use_cls=use_cls)  # RapidOCR takes BGR arrays
+        return [r[1] for r in result or []]
+
+    run.engine = engine  # type: ignore[attr-defined]
+    return run
+
+
+def trtkit_stages(pipeline: Any, rgb: np.ndarray, runs: int) -> dict[str, float]:
+    """Median ms of each stage, calling the stage objects the pipeline is made of."""
+    from trtkit.tasks.ocr_det import crop_line
+
+    times: dict[str, list[float]] = {"det": [], "crop": [], "cls": [], "rec": []}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        boxes = pipeline.detector(rgb)
+        t1 = time.perf_counter()
+        crops = [crop_line(rgb, b) for b in boxes]
+        t2 = time.perf_counter()
+        if pipeline.classifier is not None:
+            crops, _ = pipeline.classifier.orient(crops)
+        t3 = time.perf_counter()
+        pipeline.recognizer.recognize(crops)
+        t4 = time.perf_counter()
+        for key, a, b in (("det", t0, t1), ("crop", t1, t2), ("cls", t2, t3), ("rec", t3, t4)):
+            times[key].append((b - a) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def rapidocr_stages(run: Any, rgb: np.ndarray, runs: int, use_cls: bool) -> dict[str, float]:
+    """RapidOCR's own per-stage elapsed times (det, cls, rec), median ms."""
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    rows = [run.engine(bgr, use_cls=use_cls)[1] for _ in range(runs)]
+    return {k: statistics.median(r[i] for r in rows) * 1e3 for i, k in enumerate(("det", "cls", "rec"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--assets", type=Path, default=DEFAULT_ASSETS, help="folder with truth.json and images/")
+    ap.add_argument("--models", type=Path, default=None, help="folder with the three PP-OCR models (default: ASSETS/models/ppocr)")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads, the same for both")
+    ap.add_argument("--no-cls", action="store_true", help="skip the direction classifier in both pipelines")
+    ap.add_argument("--profile", action="store_true", help="print trtkit's cProfile top functions")
+    args = ap.parse_args(argv)
+
+    from trtkit.tasks._image import read_image
+
+    models = args.models or args.assets / "models" / "ppocr"
+    truth = json.loads((args.assets / "truth.json").read_text())["ocr"]["images"][IMAGE]["lines"]
+    rgb = read_image(args.assets / "images" / IMAGE)
+    use_cls = not args.no_cls
+
+    import onnxruntime
+
+    print(f"# OCR pipeline on {IMAGE} ({rgb.shape[1]}x{rgb.shape[0]}), cls={'on' if use_cls else 'off'}, "
+          f"ORT {onnxruntime.__version__} CPU, intra-op threads={args.threads}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, runs={args.runs} interleaved")
+
+    ours, pipeline = make_trtkit(models, args.threads, use_cls)
+    pipelines: dict[str, Callable[[np.ndarray], list[str]]] = {"trtkit": ours}
+    try:
+        pipelines["rapidocr 1.4.4"] = make_rapidocr(models, args.threads, use_cls)
+    except ImportError as exc:
+        print(f"(RapidOCR not installed: {exc}; pip install rapidocr-onnxruntime==1.4.4 to compare)")
+
+    texts = {name: fn(rgb) for name, fn in pipelines.items()}
+    for _ in range(args.warmup):
+        for fn in pipelines.values():
+            fn(rgb)
+    times: dict[str, list[float]] = {name: [] for name in pipelines}
+    names = list(pipelines)
+    for i in range(args.runs):
+        for name in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            pipelines[name](rgb)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+
+    stages = {"trtkit": trtkit_stages(pipeline, rgb, max(3, args.runs // 2))}
+    if "rapidocr 1.4.4" in pipelines:
+        stages["rapidocr 1.4.4"] = rapidocr_stages(pipelines["rapidocr 1.4.4"], rgb, max(3, args.runs // 2), use_cls)
+
+    print(f"{'pipeline':<16}{'median ms':>11}{'min ms':>9}{'p90 ms':>9}   {'stages (median ms)':<40}{'CER':>8}{'lines':>7}")
+    for name in names:
+        t = times[name]
+        st = " ".join(f"{k} {v:.0f}" for k, v in stages[name].items())
+        print(f"{name:<16}{statistics.median(t):>11.1f}{min(t):>9.1f}{percentile(t, 90):>9.1f}   {st:<40}"
+              f"{cer(texts[name], truth):>8.2%}{len(texts[name]):>7}")
+    if len(names) == 2:
+        print(f"speedup (median): {statistics.median(times[names[1]]) / statistics.median(times[names[0]]):.2f}x")
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(3):
+            ours(rgb)
+        prof.disable()
+        pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(12)
+    pipeline.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The lead's spec parser: trtexec syntax, awkward names, and every way a shape can be wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from trtkit.errors import ProfileError, ShapeError, SpecError
+from trtkit.spec import (
+    ShapeProfile,
+    TensorSpec,
+    format_shapes,
+    parse_axes,
+    parse_shapes,
+    validate_shapes,
+)
+
+SPECS = (TensorSpec("images", "float32", ("batch", 3, 640, 640)), TensorSpec("im_info", "float32", ("batch", 2)))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("input.1:1x3x640x640", {"input.1": (1, 3, 640, 640)}),
+        ("backbone/conv1/x:1x3", {"backbone/conv1/x": (1, 3)}),
+        ("input:0:2x3x128x128", {"input:0": (2, 3, 128, 128)}),
+        ("'a,b':1x3,c:4", {"a,b": (1, 3), "c": (4,)}),
+        ('"x:0":1X2', {"x:0": (1, 2)}),
+        ("x:1x3, y:2", {"x": (1, 3), "y": (2,)}),
+    ],
+)
+def test_parse_shapes_names(text, expected):
+    assert parse_shapes(text) == expected
+
+
+def test_format_round_trip():
+    shapes = {"a,b": (1, 3), "in:0": (2, 4), "x.y/z": (5,)}
+    assert parse_shapes(format_shapes(shapes)) == shapes
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("", "empty"),
+        ("1x3x224x224", "no input name"),
+        ("x:1x3,,y:2", "empty item"),
+        ("x:1xax3", "not a list of non-negative integers"),
+        ("x:-1x3", "not a list of non-negative integers"),
+        ("'x:1x3", "unclosed"),
+        ("x:1,x:2", "twice"),
+    ],
+)
+def test_parse_shapes_malformed(text, needle):
+    with pytest.raises(SpecError, match=needle):
+        parse_shapes(text)
+
+
+def test_parse_axes():
+    assert parse_axes("images:0,2,3") == ("images", (0, 2, 3))
+    assert parse_axes("in:0:1") == ("in:0", (1,))
+    with pytest.raises(SpecError, match="comma-separated integers"):
+        parse_axes("images:a,b")
+    with pytest.raises(SpecError, match="repeats"):
+        parse_axes("images:0,0")
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(ShapeError) as err:
+        validate_shapes(SPECS, {"image": (1, 3, 640, 640)})
+    assert "'images'" in str(err.value) and "Did you mean 'images'?" in str(err.value)
+
+
+def test_rank_mismatch():
+    with pytest.raises(ShapeError, match="rank 3"):
+        validate_shapes(SPECS, {"images": (1, 3, 640)})
+
+
+def test_static_dim_conflict():
+    with pytest.raises(ShapeError, match="axis 1 .* is static 3"):
+        validate_shapes(SPECS, {"images": (1, 4, 640, 640)})
+
+
+def test_valid_shapes_pass():
+    validate_shapes(SPECS, {"images": (8, 3, 640, 640), "im_info": (8, 2)})
+
+
+def test_profile_min_greater_than_opt():
+    with pytest.raises(ProfileError, match="min <= opt <= max"):
+        ShapeProfile.from_shapes(min={"x": (4, 3)}, opt={"x": (2, 3)}, max={"x": (8, 3)})
+
+
+def test_profile_opt_greater_than_max():
+    with pytest.raises(ProfileError, match="opt 9"):
+        ShapeProfile.from_shapes(min={"x": (1, 3)}, opt={"x": (9, 3)}, max={"x": (8, 3)})
+
+
+def test_profile_missing_flag():
+    with pytest.raises(ProfileError, match="--maxShapes"):
+        ShapeProfile.from_shapes(min={"x": (1, 3)}, opt={"x": (1, 3)})
+
+
+def test_profile_validate_uncovered_dynamic_input():
+    profile = ShapeProfile.fixed({"images": (1, 3, 640, 640)})
+    with pytest.raises(ProfileError, match="im_info"):
+        profile.validate(SPECS)
