@@ -71,8 +71,8 @@ class BenchConfig:
     keep_raw: bool = False  # keep per-iteration latencies in the result (and the JSON)
 
     def __post_init__(self) -> None:
-        _check_number("warmup_ms", self.warmup_ms, "--warmup-ms", low=0.0, inclusive=True, example="200")
-        _check_number("duration_s", self.duration_s, "--duration", low=0.0, inclusive=False, example="3")
+        _check_number("warmup_ms", value=self.warmup_ms, flag="--warmup-ms", low=0.0, inclusive=True, example="200")
+        _check_number("duration_s", value=self.duration_s, flag="--duration", low=0.0, inclusive=False, example="3")
         if not isinstance(self.iterations, int) or self.iterations < MIN_ITERATIONS:
             raise BenchError(
                 f"iterations must be an integer >= {MIN_ITERATIONS}, got {self.iterations!r}: percentiles from "
@@ -89,7 +89,7 @@ class BenchConfig:
             raise BenchError(f"batch sizes {list(self.batches)} repeat {dupes}; give each batch size once")
 
 
-def _check_number(name: str, value: object, flag: str, *, low: float, inclusive: bool, example: str) -> None:
+def _check_number(name: str, *, value: object, flag: str, low: float, inclusive: bool, example: str) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= low if inclusive else value > low)  # type: ignore[operator]
     if not ok:
@@ -129,9 +129,9 @@ class Stats:
             count=n,
             mean=float(values.mean()),
             median=float(np.median(values)),
-            p90=_percentile(values, 90),
-            p95=_percentile(values, 95),
-            p99=_percentile(values, 99),
+            p90=_percentile(values, p=90),
+            p95=_percentile(values, p=95),
+            p99=_percentile(values, p=99),
             min=float(values[0]),
             max=float(values[-1]),
             std=float(values.std()),
@@ -143,7 +143,7 @@ class Stats:
         return self.std / self.mean if self.mean > 0 else 0.0
 
 
-def _percentile(sorted_values: np.ndarray, p: int) -> float:
+def _percentile(sorted_values: np.ndarray, *, p: int) -> float:
     """trtexec's findPercentile: drop floor((1 - p/100) * n) samples from the top, take the largest left.
 
     Computed in integers: trtexec's float arithmetic can round 20 down to 19.99 and keep one sample too many.
@@ -244,13 +244,14 @@ def benchmark_many(backends: Mapping[str, Any], *, config: BenchConfig = BenchCo
     if not backends:
         raise BenchError("benchmark_many() got no backends; pass {label: backend}")
     labels = list(backends)
-    plans = {label: plan_shapes(be, config, label=label) for label, be in backends.items()}
+    plans = {label: plan_shapes(be, config=config, label=label) for label, be in backends.items()}
     for label, be in backends.items():
-        check_transfers(be, config, label=label)
+        check_transfers(be, config=config, label=label)
     per_batch: dict[str, list[BatchResult]] = {label: [] for label in labels}
     for k in range(len(plans[labels[0]])):
-        feeds = {label: make_feeds(backends[label], plans[label][k][1], config) for label in labels}
-        measured = measure_interleaved({label: make_step(backends[label], feeds[label], config) for label in labels}, config)
+        feeds = {label: make_feeds(backends[label], shapes=plans[label][k][1], config=config) for label in labels}
+        steps = {label: make_step(backends[label], feeds=feeds[label], config=config) for label in labels}
+        measured = measure_interleaved(steps, config=config)
         for label in labels:
             batch, shapes = plans[label][k]
             actual = {n: tuple(int(d) for d in a.shape) for n, a in feeds[label].items()}

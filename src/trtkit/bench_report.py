@@ -128,24 +128,24 @@ def _config_json(config: "BenchConfig", *, interleaved: bool) -> dict[str, Any]:
     }
 
 
-def _ratios(result: "BatchResult", base: "BatchResult | None") -> dict[str, float] | None:
+def _ratios(result: "BatchResult", *, base: "BatchResult | None") -> dict[str, float] | None:
     if base is None:
         return None
     return {
         "latency_mean": result.latency.mean / base.latency.mean,
         "latency_median": result.latency.median / base.latency.median,
-        "throughput": throughput_ratio(result, base),
+        "throughput": throughput_ratio(result, base=base),
     }
 
 
-def throughput_ratio(result: "BatchResult", base: "BatchResult") -> float:
+def throughput_ratio(result: "BatchResult", *, base: "BatchResult") -> float:
     """items/s ratio when both batches are known (fair across batch sizes), else queries/s."""
     if result.items_per_s and base.items_per_s:
         return result.items_per_s / base.items_per_s
     return result.throughput_qps / base.throughput_qps
 
 
-def _result_json(r: "BatchResult", base: "BatchResult | None") -> dict[str, Any]:
+def _result_json(r: "BatchResult", *, base: "BatchResult | None") -> dict[str, Any]:
     out: dict[str, Any] = {
         "batch": r.batch,
         "shapes": {n: list(s) for n, s in r.shapes.items()},
@@ -163,7 +163,7 @@ def _result_json(r: "BatchResult", base: "BatchResult | None") -> dict[str, Any]
         "compute_ms": _stats_json(r.compute),
         "d2h_ms": _stats_json(r.d2h),
         "compute_total_s": r.compute.mean * r.iterations / 1e3 if r.compute else None,
-        "vs_first": _ratios(r, base),
+        "vs_first": _ratios(r, base=base),
         "warnings": list(r.warnings),
     }
     if r.raw_latency_ms:
@@ -194,7 +194,7 @@ def report_json(runs: Sequence["BenchResult"]) -> dict[str, Any]:
                     "device": run.environment.device,
                 },
                 "results": [
-                    _result_json(r, first.results[k] if len(runs) > 1 and run is not first else None)
+                    _result_json(r, base=first.results[k] if len(runs) > 1 and run is not first else None)
                     for k, r in enumerate(run.results)
                 ],
             }
@@ -203,7 +203,7 @@ def report_json(runs: Sequence["BenchResult"]) -> dict[str, Any]:
     }
 
 
-def write_json(path: str | os.PathLike[str], runs: Sequence["BenchResult"]) -> None:
+def write_json(runs: Sequence["BenchResult"], *, path: str | os.PathLike[str]) -> None:
     write_text_atomic(path, json.dumps(report_json(runs), indent=2) + "\n", what="--json")
 
 
@@ -218,7 +218,7 @@ def _num(x: float | None) -> str:
     return f"{x:.{digits}f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _table(header: Sequence[str], *, rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     fmt = lambda cells: "  ".join(  # noqa: E731 - first column left-aligned, numbers right-aligned
         str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
@@ -247,7 +247,7 @@ def _detail(r: "BatchResult") -> list[str]:
         f"warm-up {r.warmup_iterations} iterations in {r.warmup_s:.3f} s; timed {r.iterations} iterations in {r.walltime_s:.3f} s",
         "",
         f"Throughput: {_num(r.throughput_qps)} qps{items}",
-        *_table(("(ms)", "mean", "median", "p90", "p95", "p99", "min", "max"), rows),
+        *_table(("(ms)", "mean", "median", "p90", "p95", "p99", "min", "max"), rows=rows),
         f"Total host walltime: {r.walltime_s:.3f} s"
         + (f"; total GPU compute time: {r.compute.mean * r.iterations / 1e3:.3f} s" if r.compute else ""),
     ]
@@ -266,7 +266,7 @@ def _sweep(run: "BenchResult") -> list[str]:
         if gpu:
             row += [_num(x.mean if x else None) for x in (r.h2d, r.compute, r.d2h, r.enqueue)]
         rows.append(row)
-    return ["latency in ms" + ("; stage columns are means" if gpu else ""), *_table(header, rows)]
+    return ["latency in ms" + ("; stage columns are means" if gpu else ""), *_table(header, rows=rows)]
 
 
 def _comparison(runs: Sequence["BenchResult"]) -> list[str]:
@@ -280,9 +280,9 @@ def _comparison(runs: Sequence["BenchResult"]) -> list[str]:
             rows.append((run.label, str(r.batch or "-"), str(r.iterations),
                          *(_num(getattr(r.latency, f)) for f in ("mean", "median", "p90", "p99")),
                          _num(r.throughput_qps), _num(r.items_per_s),
-                         f"{r.latency.mean / base.latency.mean:.3g}", f"{throughput_ratio(r, base):.3g}"))
+                         f"{r.latency.mean / base.latency.mean:.3g}", f"{throughput_ratio(r, base=base):.3g}"))
         title = f"batch {base.batch}" if sweep else "each run at its own input shapes"
-        lines += ["", f"{title} (latency in ms; x = ratio to {runs[0].label}'s mean latency and items/s)", *_table(header, rows)]
+        lines += ["", f"{title} (latency in ms; x = ratio to {runs[0].label}'s mean latency and items/s)", *_table(header, rows=rows)]
     return lines
 
 
@@ -310,7 +310,7 @@ def format_text(runs: Sequence["BenchResult"]) -> str:
 _PERCENTILE_STYLES: tuple[tuple[str, Any], ...] = (("median", "-"), ("p90", "--"), ("p95", "-."), ("p99", ":"))
 
 
-def write_plot(path: str | os.PathLike[str], runs: Sequence["BenchResult"]) -> None:
+def write_plot(runs: Sequence["BenchResult"], *, path: str | os.PathLike[str]) -> None:
     """PNG of latency percentiles and throughput vs batch size, one colour per run."""
     from ._optional import require
 

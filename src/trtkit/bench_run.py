@@ -28,7 +28,7 @@ BLOCK_FRACTION = 10  # interleaved runs alternate in blocks of duration / BLOCK_
 
 # ------------------------------------------------------------------ shapes
 
-def plan_shapes(backend: Any, config: "BenchConfig", *, label: str) -> list[tuple[int | None, dict[str, Shape]]]:
+def plan_shapes(backend: Any, *, config: "BenchConfig", label: str) -> list[tuple[int | None, dict[str, Shape]]]:
     """[(batch, shapes)] per sweep point (batch None when not sweeping), checked against the model."""
     specs: tuple[TensorSpec, ...] = tuple(backend.inputs)
     if not config.batches:
@@ -39,14 +39,14 @@ def plan_shapes(backend: Any, config: "BenchConfig", *, label: str) -> list[tupl
         return [(None, shapes)]
     plan: list[tuple[int | None, dict[str, Shape]]] = []
     for batch in config.batches:
-        shapes = _batched_shapes(specs, config.shapes or {}, batch)
+        shapes = _batched_shapes(specs, given=config.shapes or {}, batch=batch)
         validate_shapes(specs, shapes, what=f"batch {batch}")
         _check_profiles(backend, shapes, label=label)
         plan.append((batch, shapes))
     return plan
 
 
-def _batched_shapes(specs: Sequence[TensorSpec], given: Mapping[str, Shape], batch: int) -> dict[str, Shape]:
+def _batched_shapes(specs: Sequence[TensorSpec], *, given: Mapping[str, Shape], batch: int) -> dict[str, Shape]:
     names = [s.name for s in specs]
     for name in given:
         if name not in names:
@@ -62,11 +62,11 @@ def _batched_shapes(specs: Sequence[TensorSpec], given: Mapping[str, Shape], bat
                 f"fixed at {axis0}; use --batch {axis0}, or make axis 0 dynamic first with "
                 f"`trtkit reshape --dynamic {spec.name}:0`"
             )
-        shapes[spec.name] = (batch, *_rest_dims(spec, given.get(spec.name)))
+        shapes[spec.name] = (batch, *_rest_dims(spec, given=given.get(spec.name)))
     return shapes
 
 
-def _rest_dims(spec: TensorSpec, given: Shape | None) -> Shape:
+def _rest_dims(spec: TensorSpec, *, given: Shape | None) -> Shape:
     """The non-batch dims of one input in a sweep: from --shapes (without axis 0) or the static dims."""
     rest = spec.shape[1:]
     example = format_shape([d if isinstance(d, int) else 640 for d in rest]) or "(nothing)"
@@ -113,7 +113,7 @@ def axis0(shapes: Mapping[str, Shape]) -> int | None:
     return None
 
 
-def make_feeds(backend: Any, shapes: Mapping[str, Shape], config: "BenchConfig") -> dict[str, np.ndarray]:
+def make_feeds(backend: Any, *, shapes: Mapping[str, Shape], config: "BenchConfig") -> dict[str, np.ndarray]:
     from .datagen import generate_inputs
 
     return dict(generate_inputs(backend.inputs, shapes=shapes, seed=config.seed))
@@ -124,7 +124,7 @@ def make_feeds(backend: Any, shapes: Mapping[str, Shape], config: "BenchConfig")
 Step = Callable[[], tuple[float, Any]]  # one inference -> (host wall ms, StageTimes | None)
 
 
-def check_transfers(backend: Any, config: "BenchConfig", *, label: str) -> None:
+def check_transfers(backend: Any, *, config: "BenchConfig", label: str) -> None:
     if not config.transfers and not hasattr(backend, "timed_infer"):
         raise BenchError(
             f"{label}: --no-data-transfers needs a GPU backend that keeps inputs and outputs on the device "
@@ -132,7 +132,7 @@ def check_transfers(backend: Any, config: "BenchConfig", *, label: str) -> None:
         )
 
 
-def make_step(backend: Any, feeds: dict[str, np.ndarray], config: "BenchConfig") -> Step:
+def make_step(backend: Any, *, feeds: dict[str, np.ndarray], config: "BenchConfig") -> Step:
     clock = time.perf_counter
     timed = getattr(backend, "timed_infer", None)
     if timed is not None:
@@ -167,7 +167,7 @@ class Run:
         return self.walltime_s >= config.duration_s and len(self.samples) >= config.iterations
 
 
-def measure_interleaved(steps: Mapping[str, Step], config: "BenchConfig") -> dict[str, Run]:
+def measure_interleaved(steps: Mapping[str, Step], *, config: "BenchConfig") -> dict[str, Run]:
     """Warm every backend up, then alternate timed blocks until each has run long and often enough."""
     runs = {label: Run() for label in steps}
     for label, step in steps.items():

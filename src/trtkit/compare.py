@@ -28,7 +28,7 @@ import numpy as np
 
 from .datagen import generate_inputs, prepare_inputs
 from .errors import DTypeError, ShapeError, SpecError
-from .sources import Source, SourceConfig, open_source
+from .sources import Source, SourceConfig, is_torch_source, open_source
 from .spec import TensorSpec, suggest_name
 
 __all__ = ["CompareConfig", "CompareResult", "OutputComparison", "compare", "compare_arrays", "parse_tolerances", "generate_inputs"]
@@ -289,13 +289,17 @@ def _check_tolerance_names(config: CompareConfig, rows: Sequence[OutputCompariso
 
 # -------------------------------------------------------------------- inputs
 
+def _no_specs(a: str, b: str) -> SpecError:
+    return SpecError(
+        f"both {a!r} and {b!r} are PyTorch sources, so nothing says what the inputs are; "
+        "make one side an ONNX model or engine (export it with `trtkit export`)"
+    )
+
+
 def _input_specs(sa: Source, sb: Source) -> tuple[TensorSpec, ...]:
     """A's input specs (B's if A is PyTorch); dynamic dims filled from the other side's static ones."""
     if sa.specs is None and sb.specs is None:
-        raise SpecError(
-            f"both {sa.label!r} and {sb.label!r} are PyTorch sources, so nothing says what the inputs are; "
-            "make one side an ONNX model or engine (export it with `trtkit export`)"
-        )
+        raise _no_specs(sa.label, sb.label)
     if sa.specs is None or sb.specs is None:
         return sa.specs or sb.specs or ()
     names_a, names_b = [s.name for s in sa.specs], [s.name for s in sb.specs]
@@ -318,6 +322,8 @@ def _merge(a: TensorSpec, b: TensorSpec, label_a: str, label_b: str) -> TensorSp
 
 def compare(a: str, b: str, *, config: CompareConfig = CompareConfig(), inputs: Mapping[str, np.ndarray] | None = None) -> CompareResult:
     """Run A and B on the same inputs and compare every output; B is the reference."""
+    if is_torch_source(str(a)) and is_torch_source(str(b)):
+        raise _no_specs(str(a), str(b))
     with open_source(str(a), config=config.a) as sa, open_source(str(b), config=config.b) as sb:
         specs = _input_specs(sa, sb)
         prepared = prepare_inputs(specs, files=config.input_files, arrays=inputs, shapes=config.shapes, seed=config.seed)

@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     results = benchmark_models(targets_from_args(args), config=config)
     print(format_text(results))
     if args.json:
-        write_json(args.json, results)
+        write_json(results, path=args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        write_plot(args.plot, results)
+        write_plot(results, path=args.plot)
         print(f"wrote {args.plot}")
     return 0
 

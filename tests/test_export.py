@@ -1,0 +1,127 @@
+"""``trtkit export`` with real torch models, real onnx.checker and real ONNX Runtime parity checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.conftest import assert_clean_error  # noqa: E402
+from tests.models import source  # noqa: E402
+from trtkit.errors import ExportError, ShapeError, SpecError  # noqa: E402
+from trtkit.export import ExportConfig, export, load_module  # noqa: E402
+
+
+def _dims(path, which="input"):
+    model = onnx.load(str(path))
+    values = model.graph.input if which == "input" else model.graph.output
+    return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values]
+
+
+def test_conv_net_dynamic_batch_and_hw(cli, tmp_path):
+    out = tmp_path / "conv.onnx"
+    result = cli("export", source("conv_net"), "-o", out, "--input", "x:1x3x32x32", "--dynamic", "x:0,2,3",
+                 "--output-names", "feats,logits")
+    assert result.code == 0, result
+    assert "parity vs PyTorch" in result.out and "x:2x3x64x64" in result.out and "max abs" in result.out
+    assert _dims(out) == [["batch", 3, "height", "width"]]
+    outs = _dims(out, "output")
+    assert outs[0][0] == "batch" and outs[0][1] == 8 and isinstance(outs[0][2], str)
+    assert outs[1] == ["batch", 5]
+    # independent check at a third shape the export never saw
+    model = load_module(source("conv_net"))
+    x = np.random.default_rng(5).standard_normal((3, 3, 40, 24)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_two_inputs_two_outputs_api(tmp_path):
+    out = tmp_path / "two.onnx"
+    report = export(source("two_in_two_out"), out, config=ExportConfig(inputs={"a": (2, 4), "b": (2, 4)}, dynamic_batch=True))
+    assert [s.name for s in report.inputs] == ["a", "b"]
+    assert [s.name for s in report.outputs] == ["output0", "output1"]
+    assert [c.shapes for c in report.checks] == ["a:2x4,b:2x4", "a:3x4,b:3x4"]
+    assert len(report.errors) == 4 and all(e.ok and e.max_abs < 1e-4 for e in report.errors)
+    assert report.opset == 17
+    onnx.checker.check_model(str(out))
+
+
+def test_int64_embedding(cli, tmp_path):
+    out = tmp_path / "emb.onnx"
+    result = cli("export", source("embedding_model"), "-o", out, "--input", "ids:1x7", "--input-dtype", "ids:int64",
+                 "--dynamic", "ids:0,1")
+    assert result.code == 0, result
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(int64)"
+    ids = np.array([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]], dtype=np.int64)
+    with torch.no_grad():
+        ref = load_module(source("embedding_model"))(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(session.run(None, {"ids": ids})[0], ref, atol=1e-5)
+
+
+def test_parity_failure_leaves_no_file(cli, tmp_path):
+    out = tmp_path / "baked.onnx"
+    result = cli("export", source("shape_baking_net"), "-o", out, "--input", "x:1x3x4", "--dynamic-batch")
+    assert_clean_error(result, "does not reproduce PyTorch", "x:2x3x4", "MISMATCH")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_strict_load(tmp_path):
+    model = load_module(source("conv_net"))
+    good = {k: v + 1 for k, v in model.state_dict().items()}
+    torch.save({"state_dict": good}, tmp_path / "ckpt.pth")
+    loaded = load_module(source("conv_net"), weights=str(tmp_path / "ckpt.pth"))
+    assert torch.equal(loaded.state_dict()["head.bias"], good["head.bias"])
+    bad = dict(good)
+    bad.pop("head.bias")
+    bad["extra.weight"] = torch.zeros(1)
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ExportError) as err:
+        load_module(source("conv_net"), weights=str(tmp_path / "bad.pth"))
+    assert "missing (1): head.bias" in str(err.value) and "unexpected (1): extra.weight" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "src, needle",
+    [
+        ("/nonexistent/model.py:build", "does not exist"),
+        (source("nope"), "has no attribute 'nope'"),
+        (source("NOT_A_MODULE"), "not an nn.Module"),
+        (source("needs_args"), "zero-argument factory"),
+        (source("broken_factory"), "weights server unreachable"),
+        ("no_such_pkg_xyz.models:build", "cannot import module"),
+        ("just_a_name", "FILE.py:NAME or package.module:NAME"),
+    ],
+)
+def test_bad_sources(cli, tmp_path, src, needle):
+    out = tmp_path / "m.onnx"
+    assert_clean_error(cli("export", src, "-o", out, "--input", "x:1x3x8x8"), needle)
+    assert not out.exists()
+
+
+def test_bad_inputs(cli, tmp_path):
+    out = tmp_path / "m.onnx"
+    src = source("conv_net")
+    assert_clean_error(cli("export", src, "-o", out, "--input", "x:1x3x8"), "running the PyTorch model", "--input")
+    assert_clean_error(cli("export", src, "-o", out, "--input", "x:1x3x8x8", "--dynamic", "xx:0"), "'xx'", "Did you mean 'x'?")
+    assert_clean_error(cli("export", src, "-o", out, "--input", "x:1xAx8x8"), "not a list of non-negative integers")
+    assert_clean_error(cli("export", src, "-o", out, "--input", "x:1x3x8x8", "--input-dtype", "x:float33"), "float33")
+    assert_clean_error(cli("export", src, "-o", out, "--input", "x:1x3x8x8", "--output-names", "a"), "returns 2 tensor(s)")
+    missing = tmp_path / "nodir" / "m.onnx"
+    assert_clean_error(cli("export", src, "-o", missing, "--input", "x:1x3x8x8"), "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_validation():
+    with pytest.raises(SpecError, match="conflicts"):
+        ExportConfig(inputs={"x": (1, 3)}, exporter="dynamo", opset=17)
+    with pytest.raises(SpecError, match="unknown"):
+        ExportConfig(inputs={"x": (1, 3)}, exporter="jit")
+    with pytest.raises(ShapeError, match="out of range"):
+        ExportConfig(inputs={"x": (1, 3)}, dynamic={"x": (2,)})
