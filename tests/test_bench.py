@@ -161,6 +161,15 @@ def test_runs_at_least_the_iterations_and_at_least_the_duration(models):
     assert long.warmup_s >= 0.05 and long.warmup_iterations >= 1
 
 
+def test_streams_run_concurrently(mlp_backend):
+    config = BenchConfig(shapes={"x": (32, 512)}, streams=2, warmup_ms=10, duration_s=0.3, keep_raw=True)
+    r = benchmark(mlp_backend, config=config).results[0]
+    assert len(r.raw_latency_ms) == r.iterations >= 10
+    # two threads always inside infer(): their latencies cover the walltime about twice
+    assert sum(r.raw_latency_ms) / 1e3 > 1.5 * r.walltime_s
+    assert "2 concurrent streams" in format_text([benchmark(mlp_backend, config=config)])
+
+
 # --------------------------------------------------------------- statistics
 
 def test_stats_follow_trtexecs_definitions():
@@ -330,6 +339,8 @@ def test_cli_repeated_backend_runs_each_model_on_each(cli, models):
         (["--batch", "0"], ["batch sizes must be integers >= 1, got 0"]),
         (["--raw"], ["--raw adds per-iteration latencies to the --json report"]),
         (["--no-data-transfers"], ["--no-data-transfers needs a GPU backend"]),
+        (["--cuda-graph"], ["cuda_graph"]),
+        (["--shapes", "x:1x16", "--batch", "1,2"], ["full shape 1x16", "e.g. x:16"]),
     ],
 )
 def test_cli_bad_options_are_clean_errors(cli, models, args, needles):

@@ -125,3 +125,11 @@ def test_config_validation():
         ExportConfig(inputs={"x": (1, 3)}, exporter="jit")
     with pytest.raises(ShapeError, match="out of range"):
         ExportConfig(inputs={"x": (1, 3)}, dynamic={"x": (2,)})
+
+
+def test_dynamo_exporter(tmp_path):
+    out = tmp_path / "conv_dynamo.onnx"
+    report = export(source("conv_net"), out, config=ExportConfig(inputs={"x": (1, 3, 32, 32)}, dynamic_batch=True, exporter="dynamo"))
+    assert report.exporter == "dynamo" and report.opset >= 18
+    assert _dims(out)[0][0] == "batch"
+    assert all(e.ok for e in report.errors) and len(report.checks) == 2

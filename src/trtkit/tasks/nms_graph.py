@@ -8,7 +8,9 @@ The result outputs exactly what the tutorial's SCRFD engine outputs, padded to
     nmsed_landmarks float32 [B,max_det,10] (faces only)
 
 By default NMS is the standard ONNX ``NonMaxSuppression`` op, which ONNX
-Runtime runs and TensorRT's parser imports, so the same file works on both.
+Runtime runs and TensorRT's parser imports (INMSLayer, TensorRT >= 8.5), so the same file
+works on both. TensorRT-RTX 1.7 parses it too but its builder has no NonMaxSuppression
+implementation ("has no runners"), so for RTX keep NMS on the host (trtkit's Detector does).
 Detection boxes take their argmax class only (like host-side YOLO decoding) and
 NMS is class-aware, so results match :class:`~trtkit.tasks.detection.Detector`
 run on the original model. ``efficient_nms=True`` instead emits TensorRT's

@@ -10,6 +10,7 @@ PaddleOCR's ``DBPostProcess`` (and RapidOCR, its ONNX port) so results match.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -30,13 +31,12 @@ def _cv2() -> Any:
     return require("cv2", purpose="OCR")
 
 
+@dataclass(frozen=True)
 class DetMeta:
-    """What postprocess needs: original size and the probability-map size."""
+    """What postprocess needs to map boxes back: the original image size."""
 
-    __slots__ = ("height", "width")
-
-    def __init__(self, height: int, width: int) -> None:
-        self.height, self.width = height, width
+    height: int
+    width: int
 
 
 def detector_input_size(height: int, width: int, *, config: "OcrConfig") -> tuple[int, int]:
