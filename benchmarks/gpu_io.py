@@ -110,10 +110,11 @@ def bench_copies(iters: int) -> None:
         from trtkit.backends import _device_io
 
         staging = {}
+        default_threads = _device_io._COPY_THREADS
         for threads in (4, 8, 16):
             _device_io._COPY_THREADS, _device_io._copy_pool = threads, None
             staging[threads] = nbytes / (_ms_per_call(lambda: _device_io.stage_copy(slot.host.get("in/x", nbytes).view(x.dtype, x.shape), x), iters) * 1e-3) / 1e9
-        _device_io._COPY_THREADS, _device_io._copy_pool = 8, None
+        _device_io._COPY_THREADS, _device_io._copy_pool = default_threads, None
         cases = (("pageable", pageable), ("pinned", pinned_copy), ("upload", managed), ("upload pinned", managed_pinned))
         gbs = {k: nbytes / (_ms_per_call(f, iters) * 1e-3) / 1e9 for k, f in cases}
     slot.close()

@@ -65,7 +65,7 @@ def time_block(fn: Callable[[], object], n: int) -> list[float]:
 def measure(path: Path, *, blocks: int, per_block: int, threads: int | None) -> tuple[float, float, float, float]:
     """(median raw ms, median trtkit ms, median of per-block ratios, median difference in us)."""
     backend = OnnxRuntimeBackend(path, config=RuntimeConfig(threads=threads))
-    feeds = generate_inputs(backend.inputs, shapes={s.name: (1, *s.shape[1:]) for s in backend.inputs if s.is_dynamic})
+    feeds = generate_inputs(backend.inputs)  # a dynamic batch axis becomes 1
     session, names = backend.session, [s.name for s in backend.outputs]
     raw_fn = lambda: session.run(names, feeds)  # noqa: E731
     kit_fn = lambda: backend.infer(feeds)  # noqa: E731

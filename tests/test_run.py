@@ -184,6 +184,14 @@ def test_plan_shapes_defaults_only_a_lone_batch_axis():
         plan_shapes([TensorSpec("t", "float32", ("n", 3, "h", 640))])
 
 
+def test_shared_symbolic_dims_follow_the_given_input():
+    specs = [TensorSpec("a", "float32", ("batch", "len")), TensorSpec("b", "int64", ("batch", "len", 2))]
+    plan = plan_shapes(specs, {"a": (3, 7)})
+    assert plan.shapes["b"] == (3, 7, 2) and plan.defaulted == ("b",)
+    with pytest.raises(ShapeError, match=r"axis 1 'len'"):
+        plan_shapes(specs)
+
+
 def test_shapes_must_fit_the_model():
     with pytest.raises(ShapeError, match="axis 1 of the model input"):
         plan_shapes(SPECS, {"img": (1, 4, 4, 4)})

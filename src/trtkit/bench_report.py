@@ -95,14 +95,13 @@ def _cuda_device_name(device_id: int) -> str:
 
 
 def _cpu_name() -> str:
+    fallback = platform.processor() or platform.machine() or "unknown"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux: fall back to what platform knows
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:  # not Linux: platform's answer is the best there is
+        return fallback
+    return names[0] if names else fallback
 
 
 # ----------------------------------------------------------------- JSON

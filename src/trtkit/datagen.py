@@ -5,11 +5,12 @@ Generated data follows Polygraphy's default data loader: floats uniform in
 random stream derived from ``(seed, input name)``, so an input's data does not
 change when another input is added or given from a file.
 
-Dynamic dims need a concrete size. The only default is a dynamic *batch*
-axis (axis 0, every other axis static), which becomes 1; :func:`plan_shapes`
-returns which inputs were defaulted so the caller can announce it
-("using shape input:1x3x224x224"). Any other dynamic dim without a
-``--shapes`` entry raises ShapeError naming the flag to pass.
+Dynamic dims need a concrete size. The only defaults are a dynamic *batch*
+axis (axis 0), which becomes 1, and a dim whose symbolic name is shared with
+an input of known shape, which takes that size. :func:`plan_shapes` returns
+which inputs were filled in so the caller can announce it ("using shape
+input:1x3x224x224"). Any other dynamic dim without a ``--shapes`` entry
+raises ShapeError naming the flag to pass.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import DTypeError, ShapeError, SpecError
-from .spec import Shape, TensorSpec, format_shape, format_shapes, suggest_name, validate_shapes
+from .spec import UNNAMED, Shape, TensorSpec, format_shape, format_shapes, suggest_name, validate_shapes
 
 __all__ = [
     "ShapePlan",
@@ -82,25 +83,35 @@ def _example_flag(spec: TensorSpec) -> str:
 
 
 def plan_shapes(specs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]] | None = None) -> ShapePlan:
-    """Concrete shapes for every input: given ones, static ones, or a dynamic batch axis set to 1."""
+    """Concrete shapes for every input: given, static, shared with a given input, or batch set to 1.
+
+    A dynamic dim whose symbolic name (e.g. "batch") also appears in an input
+    with a given shape takes that size, so inputs stay consistent. Inputs
+    whose shape was filled in either way are listed in ``defaulted``.
+    """
     given = {n: tuple(int(d) for d in s) for n, s in (shapes or {}).items()}
     validate_shapes(specs, given, what="--shapes")
+    symbols: dict[str, int] = {}
+    for spec in specs:
+        for dim, size in zip(spec.shape, given.get(spec.name, ())):
+            if isinstance(dim, str) and dim != UNNAMED:
+                symbols.setdefault(dim, size)
     out: dict[str, Shape] = {}
     defaulted = []
     for spec in specs:
-        if spec.name in given:
-            out[spec.name] = given[spec.name]
-        elif not spec.is_dynamic:
-            out[spec.name] = tuple(int(d) for d in spec.shape)
-        elif spec.dynamic_axes == (0,):
-            out[spec.name] = (1, *(int(d) for d in spec.shape[1:]))
-            defaulted.append(spec.name)
-        else:
-            named = ", ".join(f"axis {a} {spec.shape[a]!r}" for a in spec.dynamic_axes)
+        if spec.name in given or not spec.is_dynamic:
+            out[spec.name] = given.get(spec.name) or tuple(int(d) for d in spec.shape)
+            continue
+        dims = [d if isinstance(d, int) else symbols.get(d) if d != UNNAMED else None for d in spec.shape]
+        unresolved = [axis for axis, d in enumerate(dims) if d is None]
+        if unresolved not in ([], [0]):
+            named = ", ".join(f"axis {a} {spec.shape[a]!r}" for a in unresolved)
             raise ShapeError(
                 f"input {spec.name!r} {spec.display_shape()} has dynamic dims ({named}) and no shape was given; "
                 f"pass one, e.g. {_example_flag(spec)} (replace the dynamic sizes with ones the model accepts)"
             )
+        out[spec.name] = tuple(1 if d is None else int(d) for d in dims)
+        defaulted.append(spec.name)
     return ShapePlan(out, tuple(defaulted))
 
 

@@ -71,10 +71,10 @@ def _dtype_name(v: Any) -> str:
 class ExportConfig:
     """How to export. ``inputs`` gives every forward() argument's name and export shape, in order."""
 
-    inputs: tuple[tuple[str, Shape], ...] | Mapping[str, Shape]
-    input_dtypes: tuple[tuple[str, str], ...] | Mapping[str, str] = ()  # default float32
+    inputs: tuple[tuple[str, Shape], ...]  # a dict {name: shape} is accepted too
+    input_dtypes: tuple[tuple[str, str], ...] = ()  # default float32; dicts are accepted for every pair field
     dynamic_batch: bool = False
-    dynamic: tuple[tuple[str, tuple[int, ...]], ...] | Mapping[str, tuple[int, ...]] = ()
+    dynamic: tuple[tuple[str, tuple[int, ...]], ...] = ()
     opset: int | None = None  # None: DEFAULT_OPSET
     output_names: tuple[str, ...] = ()
     simplify: bool = False
@@ -102,29 +102,29 @@ class ExportConfig:
             )
         specs = self.specs()
         names = [s.name for s in specs]
-        for flag, name in [("--input-dtype", n) for n, _ in self.input_dtypes] + [("--dynamic", n) for n, _ in self.dynamic]:  # type: ignore[misc]
+        for flag, name in [("--input-dtype", n) for n, _ in self.input_dtypes] + [("--dynamic", n) for n, _ in self.dynamic]:
             if name not in names:
                 raise ShapeError(
                     f"{flag} names input {name!r}, which --input does not give. "
                     f"Inputs: {', '.join(repr(n) for n in names)}.{suggest_name(name, names)}"
                 )
-        for name, axes in self.dynamic:  # type: ignore[misc]
-            rank = len(dict(self.inputs)[name])  # type: ignore[arg-type]
+        for name, axes in self.dynamic:
+            rank = len(dict(self.inputs)[name])
             bad = [a for a in axes if not 0 <= a < rank]
             if bad:
                 raise ShapeError(f"--dynamic {name}: axis {bad[0]} is out of range for rank-{rank} input {name!r}; use 0..{rank - 1}")
 
     def specs(self) -> tuple[TensorSpec, ...]:
-        dtypes = dict(self.input_dtypes)  # type: ignore[arg-type]
-        return tuple(TensorSpec(n, dtypes.get(n, "float32"), s) for n, s in self.inputs)  # type: ignore[misc]
+        dtypes = dict(self.input_dtypes)
+        return tuple(TensorSpec(n, dtypes.get(n, "float32"), s) for n, s in self.inputs)
 
     def dynamic_axes(self) -> dict[str, tuple[int, ...]]:
         """input name -> sorted axes that are exported dynamic."""
         axes: dict[str, set[int]] = {}
-        for name, shape in self.inputs:  # type: ignore[misc]
+        for name, shape in self.inputs:
             if self.dynamic_batch and len(shape):
                 axes.setdefault(name, set()).add(0)
-        for name, wanted in self.dynamic:  # type: ignore[misc]
+        for name, wanted in self.dynamic:
             axes.setdefault(name, set()).update(wanted)
         return {n: tuple(sorted(a)) for n, a in axes.items()}
 
@@ -222,7 +222,7 @@ def _second_shapes(config: ExportConfig) -> dict[str, Shape] | None:
         return None
     return {
         n: tuple(d + (1 if a == 0 else SPATIAL_STEP) if a in axes.get(n, ()) else d for a, d in enumerate(s))
-        for n, s in config.inputs  # type: ignore[misc]
+        for n, s in config.inputs
     }
 
 
@@ -318,7 +318,7 @@ def export(source: str, output: str | os.PathLike[str], *, config: ExportConfig)
     torch = require("torch", purpose="trtkit export")
     model, note = load_module_with_note(source, weights=config.weights)
     specs = config.specs()
-    first = random_inputs(specs, dict(config.inputs), seed=config.seed)  # type: ignore[arg-type]
+    first = random_inputs(specs, dict(config.inputs), seed=config.seed)
     second_shapes = _second_shapes(config)
     second = random_inputs(specs, second_shapes, seed=config.seed + 1) if second_shapes else None
     ref1 = _run_torch(model, first, torch)

@@ -108,10 +108,10 @@ def _check_external_files(model: "onnx.ModelProto", path: Path) -> None:
         if loc is not None and not (base / loc).is_file():
             missing.setdefault(loc, tensor.name)
     if missing:
-        loc, tensor = next(iter(missing.items()))
+        loc, name = next(iter(missing.items()))
         raise ModelLoadError(
             f"ONNX model {str(path)!r} keeps its weights in external data file(s) "
-            f"{', '.join(repr(m) for m in missing)}, but {str(base / loc)!r} (tensor {tensor!r}) is missing; "
+            f"{', '.join(repr(m) for m in missing)}, but {str(base / loc)!r} (tensor {name!r}) is missing; "
             "copy the data file(s) next to the .onnx file, keeping their names"
         )
 

@@ -55,10 +55,10 @@ class ReshapeConfig:
     for the ONNX Runtime check (default: batch 1, other dims 64).
     """
 
-    shapes: tuple[tuple[str, Shape], ...] | Mapping[str, Shape] = ()
+    shapes: tuple[tuple[str, Shape], ...] = ()  # a dict {name: shape} is accepted too
     dynamic_batch: bool = False
-    dynamic: tuple[tuple[str, tuple[int, ...]], ...] | Mapping[str, tuple[int, ...]] = ()
-    check_shapes: tuple[tuple[str, Shape], ...] | Mapping[str, Shape] = ()
+    dynamic: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    check_shapes: tuple[tuple[str, Shape], ...] = ()  # a dict {name: shape} is accepted too
     atol: float = 1e-4
     rtol: float = 1e-3
     seed: int = 0
@@ -120,7 +120,7 @@ def _plan_dynamic(inputs: tuple[TensorSpec, ...], config: ReshapeConfig) -> dict
         for s in inputs:
             if s.rank:
                 axes.setdefault(s.name, set()).add(0)
-    for name, wanted in config.dynamic:  # type: ignore[misc]
+    for name, wanted in config.dynamic:
         spec = by_name.get(name)
         if spec is None:
             names = list(by_name)
@@ -151,9 +151,11 @@ def _plan_dynamic(inputs: tuple[TensorSpec, ...], config: ReshapeConfig) -> dict
 
 
 def _plan_static(inputs: tuple[TensorSpec, ...], config: ReshapeConfig) -> dict[str, tuple[Dim, ...]]:
-    shapes = dict(config.shapes)  # type: ignore[arg-type]
+    shapes = dict(config.shapes)
     validate_shapes(inputs, shapes, what="--shapes")
-    plan = {n: tuple(s) for n, s in shapes.items() if tuple(s) != next(i.shape for i in inputs if i.name == n)}
+    plan: dict[str, tuple[Dim, ...]] = {
+        n: tuple(s) for n, s in shapes.items() if tuple(s) != next(i.shape for i in inputs if i.name == n)
+    }
     if not plan:
         raise ReshapeError(f"nothing to change: --shapes {format_shapes(shapes)} equals the model's static input shapes")
     return plan
@@ -183,9 +185,9 @@ def _clear_output_shapes(model: "onnx.ModelProto") -> None:
 
 def _base_shapes(inputs: tuple[TensorSpec, ...], config: ReshapeConfig) -> dict[str, Shape]:
     """Concrete shapes at which the ORIGINAL model runs for the check."""
-    given = dict(config.check_shapes)  # type: ignore[arg-type]
+    given = dict(config.check_shapes)
     validate_shapes(inputs, given, what="--check-shapes")
-    given.update(dict(config.shapes))  # type: ignore[arg-type]
+    given.update(dict(config.shapes))
     return {
         s.name: tuple(given[s.name]) if s.name in given else tuple(
             d if isinstance(d, int) else (1 if a == 0 else DEFAULT_DYNAMIC) for a, d in enumerate(s.shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -216,9 +217,17 @@ class RunResult:
     def save(self, path: str | Path) -> Path:
         """Write the outputs to an .npz (keys = output names), atomically."""
         target = check_save_path(path)
-        with atomic_output(target, what="--save") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **self.outputs)
+        with atomic_output(target, what="--save") as tmp:
+            _write_npz(tmp, self.outputs)
         return target
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """What np.savez does, written out: savez(file, **arrays) breaks on an output named 'file'."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, arr in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
 
 
 def check_save_path(path: str | Path) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ProfileError, ShapeError, SpecError
 
@@ -61,6 +61,17 @@ class TensorSpec:
     @property
     def rank(self) -> int:
         return len(self.shape)
+
+    @property
+    def np_dtype(self) -> Any:
+        """``numpy.dtype`` of this tensor (cached: it is on the per-call hot path)."""
+        cached = self.__dict__.get("_np_dtype")
+        if cached is None:
+            import numpy as np
+
+            cached = np.dtype(self.dtype)
+            object.__setattr__(self, "_np_dtype", cached)
+        return cached
 
     @property
     def is_dynamic(self) -> bool:
@@ -182,8 +193,10 @@ def format_shapes(shapes: Mapping[str, Sequence[int]]) -> str:
 
 def suggest_name(name: str, choices: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` or an empty string."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.4)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.4)
+    return f" Did you mean {lowered[close[0]]!r}?" if close else ""
 
 
 def _unknown(name: str, specs: Sequence[TensorSpec], what: str) -> ShapeError:

@@ -22,7 +22,7 @@ def test_pinned_round_trip_through_device():
         np.testing.assert_array_equal(dst.view(data.dtype, data.shape), data)
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (1, 3, 640, 640), (0, 4)])
+@pytest.mark.parametrize("shape", [(3, 5), (1, 3, 640, 640), (16, 3, 640, 640), (0, 4)])  # 16x: chunked upload
 def test_slot_upload_download_pageable_and_noncontiguous(shape):
     rng = np.random.default_rng(1)
     base = rng.standard_normal(shape[::-1]).astype(np.float32)

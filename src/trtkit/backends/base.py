@@ -134,17 +134,20 @@ def normalize_feeds(specs: Sequence[TensorSpec], feeds: Feeds, *, allow_device: 
 
 
 def _check_array(spec: TensorSpec, value: Any, *, allow_device: bool) -> Any:
-    is_device = hasattr(value, "__cuda_array_interface__") or (
-        hasattr(value, "__dlpack_device__") and not isinstance(value, np.ndarray) and value.__dlpack_device__()[0] != 1
-    )
-    if is_device and not allow_device:
-        raise DTypeError(
-            f"input {spec.name!r} is a GPU array but this backend runs on the CPU; "
-            "pass a numpy array (e.g. tensor.cpu().numpy()) or load the model with device='cuda'"
+    if isinstance(value, np.ndarray):  # the hot path: no device probing, no dtype string parsing
+        is_device, arr, dtype = False, value, value.dtype
+    else:
+        is_device = hasattr(value, "__cuda_array_interface__") or (
+            hasattr(value, "__dlpack_device__") and value.__dlpack_device__()[0] != 1
         )
-    arr = value if is_device else np.asarray(value)
-    dtype = np.dtype(str(arr.dtype).replace("torch.", ""))
-    if dtype != np.dtype(spec.dtype):
+        if is_device and not allow_device:
+            raise DTypeError(
+                f"input {spec.name!r} is a GPU array but this backend runs on the CPU; "
+                "pass a numpy array (e.g. tensor.cpu().numpy()) or load the model with device='cuda'"
+            )
+        arr = value if is_device else np.asarray(value)
+        dtype = np.dtype(str(arr.dtype).replace("torch.", ""))
+    if dtype != spec.np_dtype:
         raise DTypeError(
             f"input {spec.name!r} expects dtype {spec.dtype} but got {dtype}; "
             f"convert it first, e.g. array.astype(np.{spec.dtype})"

@@ -49,6 +49,7 @@ _CUDA_EP = "CUDAExecutionProvider"
 _CPU_EP = "CPUExecutionProvider"
 _CUDA_MODULE = "trtkit.backends.ort_cuda"
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+ [\w:~<>]+\(.*?\) ")  # C++ file:line and signature
 
 
 def ort_errors() -> tuple[type[BaseException], ...]:
@@ -149,7 +150,9 @@ class OnnxRuntimeBackend(BackendBase):
             if threads < 1:
                 raise SpecError(f"threads must be >= 1 (or None for ONNX Runtime's default), got {threads}")
             opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3  # errors only: ORT's graph-cleanup warnings are noise on the CLI
+        # Fatal only: ORT warnings (graph cleanup) are noise on the CLI, and every ORT error is re-raised
+        # as a TrtkitError carrying its message, so ORT logging it too would print it twice.
+        opts.log_severity_level = 4
         return opts
 
     def _create_session(self) -> Any:
@@ -159,11 +162,8 @@ class OnnxRuntimeBackend(BackendBase):
         try:
             session = self._ort.InferenceSession(str(self.path), sess_options=self._session_options(), providers=providers)
         except ort_errors() as exc:
-            raise ModelLoadError(
-                f"ONNX Runtime cannot load {str(self.path)!r}: {_ort_message(exc)}. "
-                "The file may be truncated, corrupt, not an ONNX model, or use an operator/opset this "
-                "ONNX Runtime does not support; check it with `trtkit inspect` or re-export it"
-            ) from exc
+            message = _ort_message(exc)
+            raise ModelLoadError(f"ONNX Runtime cannot load {str(self.path)!r}: {message}. {_load_hint(message)}") from exc
         if self.device == "cuda" and _CUDA_EP not in session.get_providers():
             raise BackendUnavailable(
                 f"ONNX Runtime fell back to {session.get_providers()} for {str(self.path)!r}: the CUDA execution "
@@ -208,6 +208,20 @@ class OnnxRuntimeBackend(BackendBase):
         return f"OnnxRuntimeBackend({str(self.path)!r}, device={self.device!r})"
 
 
+def _load_hint(message: str) -> str:
+    lowered = message.lower()
+    if "ir version" in lowered or "opset" in lowered:
+        version = importlib.import_module("onnxruntime").__version__
+        return (
+            f"The model is newer than this ONNX Runtime ({version}) supports: upgrade it "
+            "(pip install -U onnxruntime) or re-export with an older opset"
+        )
+    return (
+        "The file may be truncated, corrupt, not an ONNX model, or use an operator this ONNX Runtime "
+        "does not support; check it with `trtkit inspect` or re-export it"
+    )
+
+
 def _ort_message(exc: BaseException) -> str:
     """ORT prefixes '[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : '; keep the readable tail."""
-    return _ORT_PREFIX.sub("", str(exc).strip())
+    return _ORT_SOURCE.sub("", _ORT_PREFIX.sub("", str(exc).strip()))

@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"warning: {message}", file=sys.stderr)
     if result.defaulted:
         used = format_shapes({n: result.inputs[n].shape for n in result.defaulted})
-        print(f"using shape {used} (dynamic batch axis set to 1; choose with --shapes)", file=sys.stderr)
+        print(f"using shape {used} (dynamic dims not given: batch set to 1, named dims shared with given inputs; choose with --shapes)", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if any(not n for n in names):
         raise SpecError(f"--output-names {args.output_names!r} has an empty name; give comma-separated names, e.g. boxes,scores")
     config = ExportConfig(
-        inputs=parse_shapes(args.input),
+        inputs=tuple(parse_shapes(args.input).items()),
         input_dtypes=tuple(_dtype_item(t) for t in args.input_dtype),
         dynamic_batch=args.dynamic_batch,
         dynamic=tuple(parse_axes(d) for d in args.dynamic),

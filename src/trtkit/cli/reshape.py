@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from ..reshape import ReshapeConfig, reshape
 
     config = ReshapeConfig(
-        shapes=parse_shapes(args.shapes) if args.shapes else (),
+        shapes=tuple(parse_shapes(args.shapes).items()) if args.shapes else (),
         dynamic_batch=args.dynamic_batch,
         dynamic=tuple(parse_axes(d) for d in args.dynamic),
-        check_shapes=parse_shapes(args.check_shapes) if args.check_shapes else (),
+        check_shapes=tuple(parse_shapes(args.check_shapes).items()) if args.check_shapes else (),
         atol=args.atol,
         rtol=args.rtol,
     )
