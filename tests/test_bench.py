@@ -141,7 +141,7 @@ def test_bench_mean_agrees_with_a_separate_plain_loop(mlp_backend):
     medians = []
     for _attempt in range(3):  # a systematic error fails all three; noise rarely does
         ratios = []
-        for _ in range(6):
+        for _ in range(10):
             a = benchmark(mlp_backend, config=config).results[0]
             b1, b2 = plain(a.iterations), plain(a.iterations)
             a2 = benchmark(mlp_backend, config=config).results[0]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import BenchError, ProfileError, ShapeError
-from .spec import Shape, TensorSpec, format_shape, format_shapes, validate_shapes
+from .spec import Shape, ShapeProfile, TensorSpec, format_shape, format_shapes, validate_shapes
 
 if TYPE_CHECKING:
     from .bench import BenchConfig
@@ -92,8 +92,6 @@ def _rest_dims(spec: TensorSpec, *, given: Shape | None) -> Shape:
 
 def _check_profiles(backend: Any, shapes: Mapping[str, Shape], *, label: str) -> None:
     """Engines with optimization profiles: fail before running when no profile fits ``shapes``."""
-    from .spec import ShapeProfile
-
     profiles = getattr(backend, "profiles", None) or ()
     relevant = [p for p in profiles if isinstance(p, ShapeProfile) and p.ranges]
     if not relevant or any(p.contains(shapes) for p in relevant):

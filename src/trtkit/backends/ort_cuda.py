@@ -153,8 +153,8 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
 
     def _release(self) -> None:
         self._close_io()
+        self._compute.synchronize()  # nothing of ours in flight when ORT frees its memory
         super()._release()
-        self._compute.synchronize()
         self._compute.close()
 
     def __repr__(self) -> str:

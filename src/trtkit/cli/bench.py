@@ -103,7 +103,7 @@ def parse_batches(text: str) -> tuple[int, ...]:
 def split_backend(item: str) -> tuple[str, str | None]:
     """``model.onnx@ort-cuda`` -> (model.onnx, ort-cuda). A path that exists as given is never split."""
     path, sep, backend = item.rpartition("@")
-    if not sep or os.path.exists(item):
+    if not sep or os.path.exists(item) or "/" in backend or os.sep in backend:  # an '@' inside a directory name
         return item, None
     if backend not in BACKEND_CHOICES:
         raise BenchError(
