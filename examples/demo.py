@@ -97,7 +97,7 @@ def run_demo(out: str) -> None:
     trtkit("export", MODEL_SOURCE, "-o", static, "--input", "input:1x3x224x224", "--output-names", "logits")
     trtkit("inspect", static)
     trtkit("reshape", static, "-o", dynamic, "--dynamic-batch")
-    trtkit("predict", "--task", "classify", dynamic, f"{out}/coffee.png", "--labels", f"{out}/imagenet1k.txt", "--top-k", "5")
+    trtkit("predict", "--task", "classify", dynamic, f"{out}/coffee.png", "--labels", f"{out}/imagenet1k.txt", "--top-k", "5", "--save-dir", f"{out}/predictions")
     if not has_tensorrt_rtx():
         print("\n# tensorrt_rtx is not installed: skipping the engine build (pip install -e '.[rtx]')")
         return

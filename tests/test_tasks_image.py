@@ -121,3 +121,16 @@ def test_nms_suppresses_by_iou_and_respects_classes():
     assert nms(boxes, scores, iou=0.5, classes=np.array([0, 1, 0])).tolist() == [0, 1, 2]
     assert nms(boxes, scores, iou=0.5, max_det=1).tolist() == [0]
     assert nms(np.zeros((0, 4)), np.zeros(0), iou=0.5).tolist() == []
+
+
+def test_caption_lines_do_not_overlap():
+    # Regression: the second line was drawn over the first, hiding the top-1 label.
+    from trtkit.tasks.draw import draw_caption
+
+    image = np.full((200, 300, 3), 128, np.uint8)
+    one = draw_caption(image, ["espresso 0.88"])
+    two = draw_caption(image, ["espresso 0.88", "cup 0.06"])
+    band = np.flatnonzero((one != image).any(axis=(1, 2)))  # rows the first line occupies
+    assert band.size, "the first caption line drew nothing"
+    assert np.array_equal(one[: band.max() + 1], two[: band.max() + 1])
+    assert (two[band.max() + 1 :] != image[band.max() + 1 :]).any(), "the second line drew nothing"

@@ -36,6 +36,10 @@ Shape = tuple[int, ...]
 UNNAMED = "?"
 
 
+def _unnamed(dim: Dim) -> bool:
+    return isinstance(dim, str) and (dim == UNNAMED or len(dim) > 24 or any(c in dim for c in "()+*/ "))
+
+
 def _dim(value: object) -> Dim:
     if isinstance(value, str):
         return value or UNNAMED
@@ -86,8 +90,9 @@ class TensorSpec:
         return [d if isinstance(d, int) else -1 for d in self.shape]
 
     def display_shape(self) -> str:
-        """``[batch,3,640,640]``: symbolic names kept, unnamed dynamic dims as -1."""
-        return "[" + ",".join(str(-1 if d == UNNAMED else d) for d in self.shape) + "]"
+        """``[batch,3,640,640]``: symbolic names kept; unnamed dynamic dims, and long symbolic
+        expressions that exporters write (``floor(height/2 - 1/2)...``), shown as -1."""
+        return "[" + ",".join(str(-1 if _unnamed(d) else d) for d in self.shape) + "]"
 
     def accepts(self, shape: Sequence[int]) -> bool:
         """True when a concrete ``shape`` has this rank and matches every static dim."""

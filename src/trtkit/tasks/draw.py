@@ -94,7 +94,9 @@ def draw_caption(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     t = _thickness(canvas)
     y = 0
     for line in lines:
-        _label(cv2, canvas, _ascii(line), 0, y, (32, 32, 32))
+        # _label draws above y, so move y to this line's bottom first: lines stack without overlap.
         (_, th), base = cv2.getTextSize(_ascii(line), cv2.FONT_HERSHEY_SIMPLEX, t / 3, max(t - 1, 1))
-        y += th + base + 4
+        y += th + base + 2
+        _label(cv2, canvas, _ascii(line), 0, y, (32, 32, 32))
+        y += 4  # anti-aliased box edges spill one pixel
     return canvas
