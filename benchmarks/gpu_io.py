@@ -9,7 +9,7 @@ Prints, from one run, side by side:
    and the buffer manager's numpy upload (parallel staging into pinned + async copy);
 3. per-call host overhead of ``infer`` vs the raw session call, in microseconds (small input).
 
-Usage: PYTHONPATH=src python benchmarks/gpu_io.py [--models DIR] [--iters N]
+Usage: PYTHONPATH=src python benchmarks/gpu_io.py [--models DIR] [--iters N] [--profile]
 """
 
 from __future__ import annotations
@@ -63,17 +63,21 @@ def bench_model(ort, trtkit, path: Path, shape: tuple[int, ...], iters: int) -> 
         n = max(iters, 12)
         for _ in backend.infer_many(batches[:2]):
             pass
-        t0 = time.perf_counter()
-        for _ in backend.infer_many(batches[i % 4] for i in range(n)):
-            pass
-        kit_many = (time.perf_counter() - t0) / n * 1e3
+        runs = []
+        for _ in range(3):  # three runs: the spread shows how noisy the host is
+            t0 = time.perf_counter()
+            for _ in backend.infer_many(batches[i % 4] for i in range(n)):
+                pass
+            runs.append((time.perf_counter() - t0) / n * 1e3)
+        kit_many = statistics.median(runs)
         stages = backend.timed_infer(x)
     print(
         f"{path.name} {list(shape)}: raw numpy {raw_numpy:.2f} ms | raw device-resident IO binding {raw_device:.2f} ms | "
         f"trtkit infer {kit_infer:.2f} ms | trtkit infer_many {kit_many:.2f} ms/batch"
     )
     print(
-        f"  ratios: trtkit infer_many throughput / device-resident = {raw_device / kit_many:.2f} (target >= 0.90); "
+        f"  ratios: trtkit infer_many throughput / device-resident = {raw_device / kit_many:.2f} "
+        f"(runs: {', '.join(f'{raw_device / r:.2f}' for r in runs)}; target >= 0.90); "
         f"trtkit infer speed-up over raw numpy = {raw_numpy / kit_infer:.2f}x; "
         f"stages h2d {stages.h2d_ms:.2f} compute {stages.compute_ms:.2f} d2h {stages.d2h_ms:.2f} enqueue {stages.enqueue_ms:.2f} ms"
     )
@@ -126,20 +130,40 @@ def bench_copies(iters: int) -> None:
     print("  staging copy numpy->pinned (CPU): " + ", ".join(f"{t} threads {v:.1f} GB/s" for t, v in staging.items()))
 
 
-def bench_overhead(ort, trtkit, path: Path) -> None:
+def bench_overhead(ort, trtkit, path: Path, *, profile: bool) -> None:
     from trtkit.spec import RuntimeConfig
 
     x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
     sess = _raw_sessions(ort, path)
     name = sess.get_inputs()[0].name
-    raw = _ms_per_call(lambda: sess.run(None, {name: x}), 300, warmup=20)
     with trtkit.load(path, config=RuntimeConfig(device="cuda")) as backend:
-        kit = _ms_per_call(lambda: backend.infer(x), 300, warmup=20)
+        raws, kits = [], []
+        for _ in range(3):  # alternate, so drift on the host hits both alike
+            raws.append(_ms_per_call(lambda: sess.run(None, {name: x}), 300, warmup=20))
+            kits.append(_ms_per_call(lambda: backend.infer(x), 300, warmup=20))
+        raw, kit = statistics.median(raws), statistics.median(kits)
         enqueue = statistics.median(backend.timed_infer(x).enqueue_ms for _ in range(50))
+        if profile:
+            _profile_infer(backend, x)
     print(
         f"per-call host overhead ({path.name} bs1): raw session.run {raw * 1e3:.0f} us, trtkit infer {kit * 1e3:.0f} us "
-        f"(difference {(kit - raw) * 1e3:+.0f} us); trtkit enqueue time {enqueue * 1e3:.0f} us"
+        f"(difference {(kit - raw) * 1e3:+.0f} us; per run: {', '.join(f'{(k - r) * 1e3:+.0f}' for r, k in zip(raws, kits))}); "
+        f"trtkit enqueue time {enqueue * 1e3:.0f} us"
     )
+
+
+def _profile_infer(backend, x: np.ndarray) -> None:
+    """Where the host time of ``infer`` goes (cProfile, own time per function)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(300):
+        backend.infer(x)
+    prof.disable()
+    print("cProfile of 300 trtkit infer calls (EfficientNet bs1), top functions by own time:")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 
 def main() -> None:
@@ -148,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=default)
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of trtkit infer (bs1)")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -159,7 +184,7 @@ def main() -> None:
     bench_copies(args.iters)
     bench_model(ort, trtkit, args.models / "yolov8n_nudenet_320.onnx", (32, 3, 640, 640), args.iters)
     bench_model(ort, trtkit, args.models / "efficientnet_lite0.onnx", (32, 3, 224, 224), args.iters)
-    bench_overhead(ort, trtkit, args.models / "efficientnet_lite0.onnx")
+    bench_overhead(ort, trtkit, args.models / "efficientnet_lite0.onnx", profile=args.profile)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,20 @@ def test_option_conflicts_and_missing_args(cli, assets, tmp_path):
     f.write_text("x")
     r = cli("predict", "--task", "face", asset_model("scrfd"), assets / "images" / "newton.png", "--save-dir", f)
     assert_clean_error(r, "not a directory")
+
+
+def test_ocr_rec_chars_flag_overrides_metadata(cli, assets, tmp_path):
+    import onnx
+
+    rec = asset_model("ppocr_rec")
+    meta = {p.key: p.value for p in onnx.load(str(rec), load_external_data=False).metadata_props}
+    chars = tmp_path / "chars.txt"
+    chars.write_text(meta["character"], encoding="utf-8")
+    args = ["predict", "--task", "ocr", "--det", asset_model("ppocr_det"), "--rec", rec, assets / "images" / "imageTextN_rgb.png", "--json"]
+    ok = cli(*args, "--rec-chars", chars)
+    assert ok.code == 0, ok
+    assert "technical details are too complex" in ok.out
+    short = tmp_path / "short.txt"
+    short.write_text("a\nb\nc\n", encoding="utf-8")
+    bad = cli(*args, "--rec-chars", short)
+    assert_clean_error(bad, "short.txt")

@@ -28,6 +28,7 @@ INSTALL_HINTS: dict[str, tuple[str, str]] = {
     "cuda.bindings.runtime": ("cuda-python (CUDA runtime bindings)", "pip install 'trtkit[gpu]'  (cuda-python)"),
     "cv2": ("OpenCV", "pip install 'trtkit[vision]'  (opencv-python-headless)"),
     "PIL": ("Pillow", "pip install 'trtkit[vision]'  (pillow)"),
+    "pyclipper": ("pyclipper (polygon offsetting for OCR text boxes)", "pip install 'trtkit[vision]'  (pyclipper)"),
     "matplotlib": ("matplotlib (bench --plot)", "pip install 'trtkit[plot]'"),
 }
 

@@ -15,6 +15,7 @@ hand to TensorRT and ONNX Runtime.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from types import ModuleType
 from typing import Any, TypeVar
@@ -57,9 +58,19 @@ _UNAVAILABLE = {
 _H2D, _D2H, _D2D = 1, 2, 3  # cudaMemcpyKind values (stable across CUDA versions)
 
 
+_runtime: ModuleType | None = None
+
+
 def runtime() -> ModuleType:
-    """The ``cuda.bindings.runtime`` module, or BackendUnavailable with the install hint."""
-    return require("cuda.bindings.runtime", purpose="GPU buffers and streams")
+    """The ``cuda.bindings.runtime`` module, or BackendUnavailable with the install hint.
+
+    Cached after the first import: every CUDA call goes through here, and an
+    import lookup per call added microseconds to each inference.
+    """
+    global _runtime
+    if _runtime is None:
+        _runtime = require("cuda.bindings.runtime", purpose="GPU buffers and streams")
+    return _runtime
 
 
 def _error_name(err: Any) -> str:
@@ -81,7 +92,7 @@ def check(result: Any, what: str) -> Any:
     """
     values = result if isinstance(result, tuple) else (result,)
     err, rest = values[0], values[1:]
-    if int(err) != 0:
+    if err:  # cudaSuccess is 0; enum members compare by value
         name = _error_name(err)
         text = _error_text(err)
         if name in _UNAVAILABLE:
@@ -175,6 +186,7 @@ class Stream(_Owner):
     """A non-blocking CUDA stream. ``handle`` is the integer cudaStream_t TensorRT/ORT take."""
 
     kind = "CUDA stream"
+    _foreign: Any = None  # event for wait_foreign, made on first use
 
     def __init__(self, *, device_id: int = 0) -> None:
         ensure_device(device_id)
@@ -195,15 +207,17 @@ class Stream(_Owner):
         """Wait for the work queued so far on another library's stream (torch, cupy), by handle."""
         self._check_open()
         rt = runtime()
-        ev = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreateWithFlags")
-        try:
-            check(rt.cudaEventRecord(ev, handle), "cudaEventRecord(foreign stream)")
-            check(rt.cudaStreamWaitEvent(self._stream, ev, 0), "cudaStreamWaitEvent")
-        finally:
-            rt.cudaEventDestroy(ev)
+        if self._foreign is None:  # one event per stream, reused: re-recording an event is allowed
+            self._foreign = check(rt.cudaEventCreateWithFlags(rt.cudaEventDisableTiming), "cudaEventCreateWithFlags")
+        check(rt.cudaEventRecord(self._foreign, handle), "cudaEventRecord(foreign stream)")
+        check(rt.cudaStreamWaitEvent(self._stream, self._foreign, 0), "cudaStreamWaitEvent")
 
     def _free(self) -> None:
-        check(runtime().cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+        rt = runtime()
+        if self._foreign is not None:
+            check(rt.cudaEventDestroy(self._foreign), "cudaEventDestroy")
+            self._foreign = None
+        check(rt.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
 
 
 class Event(_Owner):
@@ -243,18 +257,21 @@ class PinnedBuffer(_Owner):
         self.nbytes = max(int(nbytes), 1)
         rt = runtime()
         self.ptr = int(check(rt.cudaHostAlloc(self.nbytes, rt.cudaHostAllocDefault), f"cudaHostAlloc({self.nbytes} bytes)"))
+        # One numpy array over the whole buffer, made once: view() only slices it (no ctypes per call).
+        raw = (ctypes.c_uint8 * self.nbytes).from_address(self.ptr)
+        self._bytes: np.ndarray = np.frombuffer(raw, dtype=np.uint8)  # type: ignore[call-overload]
 
     def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         """A numpy array over the first ``prod(shape)`` elements (a view: valid until close())."""
         self._check_open()
         dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        if count * dt.itemsize > self.nbytes:
+        nbytes = math.prod(shape) * dt.itemsize
+        if nbytes > self.nbytes:
             raise CudaError(f"pinned buffer of {self.nbytes} bytes cannot hold {dt} {list(shape)}; allocate a larger one")
-        raw = (ctypes.c_uint8 * (count * dt.itemsize)).from_address(self.ptr)
-        return np.frombuffer(raw, dtype=dt, count=count).reshape(shape)
+        return self._bytes[:nbytes].view(dt).reshape(shape)
 
     def _free(self) -> None:
+        self._bytes = np.empty(0, np.uint8)  # drop our view before the memory goes
         check(runtime().cudaFreeHost(self.ptr), "cudaFreeHost")
 
 
@@ -307,16 +324,23 @@ class BufferPool(_Owner):
         self._buffers.clear()
 
 
+def _memcpy_async(dst_ptr: int, src_ptr: int, nbytes: int, kind: int, stream: Stream, label: str) -> None:
+    # The message is built only on failure: this runs several times per inference.
+    err = runtime().cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, kind, stream.handle)[0]
+    if err:
+        check((err,), f"cudaMemcpyAsync({label}, {nbytes} bytes)")
+
+
 def copy_htod_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> None:
-    check(runtime().cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, _H2D, stream.handle), f"cudaMemcpyAsync(H2D, {nbytes} bytes)")
+    _memcpy_async(dst_ptr, src_ptr, nbytes, _H2D, stream, "H2D")
 
 
 def copy_dtoh_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> None:
-    check(runtime().cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, _D2H, stream.handle), f"cudaMemcpyAsync(D2H, {nbytes} bytes)")
+    _memcpy_async(dst_ptr, src_ptr, nbytes, _D2H, stream, "D2H")
 
 
 def copy_dtod_async(dst_ptr: int, src_ptr: int, nbytes: int, stream: Stream) -> None:
-    check(runtime().cudaMemcpyAsync(dst_ptr, src_ptr, nbytes, _D2D, stream.handle), f"cudaMemcpyAsync(D2D, {nbytes} bytes)")
+    _memcpy_async(dst_ptr, src_ptr, nbytes, _D2D, stream, "D2D")
 
 
 class DeviceArray(_Owner):
@@ -338,7 +362,7 @@ class DeviceArray(_Owner):
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:

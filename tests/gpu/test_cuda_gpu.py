@@ -118,7 +118,7 @@ def test_events_graph_and_errors():
 
 
 def test_upload_from_pinned_array_skips_staging():
-    data = np.random.default_rng(5).standard_normal((4, 1000)).astype(np.float32)
+    data = np.random.default_rng(5).standard_normal((512, 1024)).astype(np.float32)  # 2 MB: above the pinned check
     slot = IoSlot(device_id=0)
     try:
         with cuda.PinnedBuffer(data.nbytes) as user:
@@ -131,3 +131,25 @@ def test_upload_from_pinned_array_skips_staging():
             assert slot.host.allocations == 1  # only the output's pinned buffer: no input staging
     finally:
         slot.close()
+
+
+def test_slot_pool_close_waits_for_calls_in_flight_and_refuses_later_ones():
+    import threading
+
+    from trtkit.backends._device_io import SlotPool
+
+    pool = SlotPool([IoSlot(device_id=0)])
+    slot = pool.take()
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (pool.close(), closed.set()))
+    closer.start()
+    assert not closed.wait(0.3)  # a call holds the only slot: close() waits for it
+    x = np.arange(1000, dtype=np.float32)
+    ptr = slot.upload("x", x)
+    slot.download("x", ptr, x.shape, x.dtype)
+    np.testing.assert_array_equal(slot.collect()["x"], x)  # still usable until given back
+    pool.give(slot)
+    closer.join(5)
+    assert closed.is_set()
+    with pytest.raises(ClosedError):
+        pool.take()

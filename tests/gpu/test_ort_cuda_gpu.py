@@ -86,6 +86,11 @@ def test_device_inputs_and_outputs_stay_on_gpu():
         logits = torch.as_tensor(out, device="cuda")
         _close_enough(logits.cpu().numpy(), cpu.infer(x.cpu().numpy())["logits"])
         out.close()
+        for _ in range(2):  # a new tensor at a new address each call: the binding must follow it
+            y = torch.rand((2, 3, 224, 224), device="cuda")
+            again = gpu.infer({"input": y})["logits"]
+            _close_enough(torch.as_tensor(again, device="cuda").cpu().numpy(), cpu.infer(y.cpu().numpy())["logits"])
+            again.close()
 
 
 def test_timed_infer_reports_stages():
@@ -113,3 +118,19 @@ def test_ort_cuda_no_leak_over_calls():
             gpu.infer(x)
         free_after, _ = cuda.mem_info()
     assert abs(free_before - free_after) < (8 << 20), (free_before, free_after)
+
+
+def test_close_right_after_pipelined_calls_is_safe():
+    """Regression: closing while ORT's end-of-run host functions were still queued on the compute
+    stream aborted the process (cudaFreeHost from a CUDA callback, error 800). YOLOv8n's Concat and
+    Split kernels use pinned argument buffers that ORT frees that way."""
+    _cuda_ep_or_skip()
+    path = asset_model("yolov8n")
+    batches = [np.random.default_rng(i).random((2, 3, 320, 320), dtype=np.float32) for i in range(4)]
+    for _ in range(4):
+        gpu = trtkit.load(path, config=RuntimeConfig(device="cuda", contexts=2))
+        futures = [gpu.submit(b) for b in batches]  # still running when close() starts
+        gpu.close()
+        assert all(f.result()["output0"].shape[0] == 2 for f in futures)
+        with pytest.raises(trtkit.errors.ClosedError):
+            gpu.infer(batches[0])

@@ -16,19 +16,20 @@ threads, so the staging and upload of batch k+1 overlap the compute of batch k
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from .. import cuda
-from ..errors import ShapeError
+from ..errors import ClosedError, ShapeError
 from .base import Feeds, StageTimes
 
 __all__ = ["IoSlot", "SlotPool", "PipelinedBackend", "StageTimer", "is_device_array", "stage_copy", "split_batch", "concat_outputs"]
@@ -37,6 +38,7 @@ _PARALLEL_COPY_BYTES = 8 << 20  # below this one thread copies faster than four 
 _COPY_THREADS = max(2, min(16, os.cpu_count() or 2))  # measured on an H200 host: 8 threads 42 GB/s, 16 threads 56 GB/s
 _PIPELINED_UPLOAD_BYTES = 32 << 20  # above this, stage and DMA in chunks so the two overlap
 _UPLOAD_CHUNKS = 4
+_PINNED_CHECK_BYTES = 1 << 20  # below this, staging costs less than asking CUDA whether the array is pinned
 _copy_pool: ThreadPoolExecutor | None = None
 _copy_pool_lock = threading.Lock()
 
@@ -50,21 +52,25 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def stage_copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """Copy ``src`` into ``dst`` (same size), in parallel chunks for large arrays.
+    """Copy ``src`` into ``dst`` (C-contiguous, same size), in parallel chunks for large arrays.
 
     numpy releases the GIL while copying, so chunks on several threads scale
     with memory bandwidth; this is what lets pinned staging beat pageable copies.
+    Small arrays take one direct ``copyto`` (no thread hand-off: that costs more
+    than the copy). Every chunk has finished when this returns, also on error.
     """
-    flat_dst, flat_src = dst.reshape(-1), np.ascontiguousarray(src).reshape(-1)
-    if flat_src.nbytes < _PARALLEL_COPY_BYTES:
-        np.copyto(flat_dst, flat_src, casting="no")
+    if src.nbytes < _PARALLEL_COPY_BYTES:
+        np.copyto(dst.reshape(src.shape), src, casting="no")
         return
-    bounds = np.linspace(0, flat_src.size, _COPY_THREADS + 1, dtype=np.int64)
-    jobs = [
-        _pool().submit(np.copyto, flat_dst[a:b], flat_src[a:b], casting="no")
-        for a, b in zip(bounds[:-1], bounds[1:])
-        if b > a
-    ]
+    flat_dst, flat_src = dst.reshape(-1), np.ascontiguousarray(src).reshape(-1)
+    if flat_dst.dtype != flat_src.dtype:
+        raise TypeError(f"stage_copy copies {flat_src.dtype} into {flat_dst.dtype}: the dtypes must match (no casting)")
+    if flat_dst.size != flat_src.size:
+        raise ValueError(f"stage_copy copies {flat_src.size} elements into {flat_dst.size}: the sizes must match")
+    step = -(-flat_src.size // _COPY_THREADS)
+    pool = _pool()
+    jobs = [pool.submit(np.copyto, flat_dst[a : a + step], flat_src[a : a + step]) for a in range(0, flat_src.size, step)]
+    wait(jobs)  # all of them, even when one failed: none may still write into dst after we return
     for job in jobs:
         job.result()
 
@@ -74,12 +80,17 @@ def is_device_array(value: Any) -> bool:
 
 
 class StageTimer:
-    """CUDA events at the stage boundaries of one inference (see StageTimes)."""
+    """CUDA events at the stage boundaries of one inference (see StageTimes). Reused per slot."""
 
     def __init__(self) -> None:
         self.events = tuple(cuda.Event() for _ in range(4))
         self.t0 = 0.0
         self.enqueue_ms = 0.0
+
+    def start(self) -> "StageTimer":
+        self.t0 = time.perf_counter()
+        self.enqueue_ms = 0.0
+        return self
 
     def mark(self, index: int, stream: cuda.Stream) -> None:
         self.events[index].record(stream)
@@ -106,6 +117,17 @@ class IoSlot:
         self.host = cuda.BufferPool("pinned")
         self.extra: dict[str, Any] = {}
         self._pending: list[tuple[str, tuple[int, ...], np.dtype]] = []
+        self._timer: StageTimer | None = None
+
+    def timer(self) -> StageTimer:
+        """This slot's stage timer (made once: creating CUDA events per call costs host time)."""
+        if self._timer is None:
+            self._timer = StageTimer()
+        return self._timer.start()
+
+    def reset(self) -> None:
+        """Forget downloads queued by a call that failed before ``collect()``."""
+        self._pending.clear()
 
     def upload(self, name: str, value: Any) -> int:
         """Device pointer holding input ``name``: the caller's own for device arrays, else staged + copied."""
@@ -114,36 +136,40 @@ class IoSlot:
             if producer is not None:
                 self.stream.wait_foreign(producer)
             return ptr
-        arr = np.asarray(value)
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         nbytes = arr.nbytes
         dev = self.device.get("in/" + name, nbytes)
         if not nbytes:
-            return int(dev.ptr)
-        if arr.flags.c_contiguous and cuda.is_pinned(arr.ctypes.data):  # already page-locked: no staging
-            cuda.copy_htod_async(dev.ptr, arr.ctypes.data, nbytes, self.stream)
+            return dev.ptr
+        if nbytes >= _PINNED_CHECK_BYTES and arr.flags.c_contiguous and cuda.is_pinned(arr.ctypes.data):
+            cuda.copy_htod_async(dev.ptr, arr.ctypes.data, nbytes, self.stream)  # already page-locked: no staging
         else:
             self._stage_and_copy(name, arr, dev.ptr)
-        return int(dev.ptr)
+        return dev.ptr
 
     def _stage_and_copy(self, name: str, arr: np.ndarray, dst: int) -> None:
         """numpy -> pinned -> device; big arrays in chunks, so the DMA of one overlaps the staging of the next."""
-        pinned = self.host.get("in/" + name, arr.nbytes)
+        nbytes = arr.nbytes
+        pinned = self.host.get("in/" + name, nbytes)
+        if nbytes < _PIPELINED_UPLOAD_BYTES:
+            stage_copy(pinned.view(arr.dtype, arr.shape), arr)
+            cuda.copy_htod_async(dst, pinned.ptr, nbytes, self.stream)
+            return
         flat_src = np.ascontiguousarray(arr).reshape(-1)
         flat_dst = pinned.view(arr.dtype, (arr.size,))
-        pieces = _UPLOAD_CHUNKS if arr.nbytes >= _PIPELINED_UPLOAD_BYTES else 1
-        bounds = np.linspace(0, arr.size, pieces + 1, dtype=np.int64)
         item = arr.dtype.itemsize
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            if b > a:
-                stage_copy(flat_dst[a:b], flat_src[a:b])
-                cuda.copy_htod_async(dst + a * item, pinned.ptr + a * item, (b - a) * item, self.stream)
+        step = -(-arr.size // _UPLOAD_CHUNKS)
+        for a in range(0, arr.size, step):
+            b = min(a + step, arr.size)
+            stage_copy(flat_dst[a:b], flat_src[a:b])
+            cuda.copy_htod_async(dst + a * item, pinned.ptr + a * item, (b - a) * item, self.stream)
 
     def output_buffer(self, name: str, nbytes: int) -> int:
-        return int(self.device.get("out/" + name, nbytes).ptr)
+        return self.device.get("out/" + name, nbytes).ptr
 
     def download(self, name: str, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
         """Queue the copy of the valid region of an output into pinned memory; ``collect()`` returns it."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         pinned = self.host.get("out/" + name, nbytes)
         if nbytes:
             cuda.copy_dtoh_async(pinned.ptr, src_ptr, nbytes, self.stream)
@@ -153,18 +179,22 @@ class IoSlot:
         """Wait for the stream and return copies of the downloaded outputs."""
         self.stream.synchronize()
         out: dict[str, np.ndarray] = {}
-        for name, shape, dtype in self._pending:
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            view = self.host.get("out/" + name, nbytes).view(dtype, shape)
-            copy = np.empty(shape, dtype)
-            stage_copy(copy, view)
-            out[name] = copy
-        self._pending.clear()
+        try:
+            for name, shape, dtype in self._pending:
+                view = self.host.get("out/" + name, math.prod(shape) * dtype.itemsize).view(dtype, shape)
+                if view.nbytes < _PARALLEL_COPY_BYTES:
+                    out[name] = view.copy()
+                else:
+                    copy = np.empty(shape, dtype)
+                    stage_copy(copy, view)
+                    out[name] = copy
+        finally:
+            self._pending.clear()
         return out
 
     def to_device_array(self, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> cuda.DeviceArray:
         """A new DeviceArray holding a copy of an output (device to device, on this stream)."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         buf = cuda.DeviceBuffer(nbytes)
         if nbytes:
             cuda.copy_dtod_async(buf.ptr, src_ptr, nbytes, self.stream)
@@ -175,29 +205,60 @@ class IoSlot:
             if isinstance(value, (cuda.Event, cuda.DeviceBuffer, cuda.PinnedBuffer)):
                 value.close()
         self.extra.clear()
+        if self._timer is not None:
+            self._timer.close()
         self.device.close()
         self.host.close()
         self.stream.close()
 
 
 class SlotPool:
-    """A thread-safe pool of IoSlots: ``with pool.acquire() as slot`` blocks until one is free."""
+    """A thread-safe pool of IoSlots: ``take()``/``give()`` (or ``with pool.acquire() as slot``).
+
+    ``drain()`` waits until every slot is back (no call in flight) and keeps them:
+    a call that races with close() then gets ClosedError instead of closed buffers.
+    """
 
     def __init__(self, slots: list[IoSlot]) -> None:
         self.slots = slots
-        self._free: queue.Queue[IoSlot] = queue.Queue()
+        self._free: queue.SimpleQueue[IoSlot] = queue.SimpleQueue()
+        self._drained = False
         for slot in slots:
             self._free.put(slot)
 
+    def take(self) -> IoSlot:
+        try:
+            return self._free.get_nowait()  # the common case: a slot is free, no waiting machinery
+        except queue.Empty:
+            pass
+        while True:
+            if self._drained:
+                raise ClosedError("the backend was closed while this call waited for a free slot; create a new one")
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def give(self, slot: IoSlot) -> None:
+        self._free.put(slot)
+
     @contextmanager
     def acquire(self) -> Iterator[IoSlot]:
-        slot = self._free.get()
+        slot = self.take()
         try:
             yield slot
         finally:
-            self._free.put(slot)
+            self.give(slot)
+
+    def drain(self) -> None:
+        if self._drained:
+            return
+        self._drained = True
+        for _ in self.slots:
+            self._free.get()
 
     def close(self) -> None:
+        self.drain()
         for slot in self.slots:
             slot.close()
 
@@ -218,9 +279,21 @@ class PipelinedBackend:
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
         raise NotImplementedError  # pragma: no cover
 
+    def _run_slot(self, feeds: Mapping[str, Any], timer: bool, transfers: bool) -> Any:
+        """One inference on a free slot; with ``timer``, its StageTimes instead of its outputs."""
+        slot = self._slots.take()
+        try:
+            slot.reset()
+            if not timer:
+                return self._run_on(slot, feeds, None, True)
+            stages = slot.timer()
+            self._run_on(slot, feeds, stages, transfers)
+            return stages.result(transfers=transfers)  # before the slot (and its timer) is handed on
+        finally:
+            self._slots.give(slot)
+
     def _infer_prepared(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        with self._slots.acquire() as slot:
-            return self._run_on(slot, feeds, None, True)
+        return self._run_slot(feeds, False, True)  # type: ignore[no-any-return]
 
     def infer(self, feeds: Feeds) -> dict[str, Any]:
         """Run once and wait; outputs in model order (numpy copies, or DeviceArrays with outputs_on_device)."""
@@ -247,15 +320,7 @@ class PipelinedBackend:
     def timed_infer(self, feeds: Feeds, *, transfers: bool = True) -> StageTimes:
         """Run once and time H2D / compute / D2H with CUDA events; ``transfers=False`` keeps IO on the device."""
         self._check_open()  # type: ignore[attr-defined]
-        prepared = self._prepare(feeds)
-        timer = StageTimer()
-        try:
-            with self._slots.acquire() as slot:
-                timer.t0 = time.perf_counter()
-                self._run_on(slot, prepared, timer, transfers)
-            return timer.result(transfers=transfers)
-        finally:
-            timer.close()
+        return self._run_slot(self._prepare(feeds), True, transfers)  # type: ignore[no-any-return]
 
     def _workers(self) -> ThreadPoolExecutor:
         with self._exec_lock:
@@ -263,10 +328,22 @@ class PipelinedBackend:
                 self._executor = ThreadPoolExecutor(max_workers=len(self._slots.slots), thread_name_prefix="trtkit-infer")
             return self._executor
 
+    def _quiesce_io(self) -> None:
+        """Wait for every call in flight and for all GPU work it queued on the slot streams.
+
+        Runs first in close(): nothing may still be using a context, session,
+        event or buffer when it is freed (see docs/runtime.md, "Closing").
+        """
+        with self._exec_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        self._slots.drain()
+        for slot in self._slots.slots:
+            slot.stream.synchronize()
+
     def _close_io(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._quiesce_io()
         self._slots.close()
 
 

@@ -12,15 +12,17 @@ slots overlap the copies of one batch with the compute of another
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
 from .. import cuda
-from ..errors import SpecError
+from ..errors import DTypeError, SpecError
 from ..spec import RuntimeConfig
 from ._device_io import IoSlot, PipelinedBackend, SlotPool, StageTimer
 from .base import Feeds, normalize_feeds
@@ -30,6 +32,40 @@ __all__ = ["OrtCudaBackend"]
 
 _CUDA_EP = "CUDAExecutionProvider"
 _Key = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def _numpy_dtype(name: str, *, output: str) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError as exc:
+        raise DTypeError(
+            f"output {output!r} has type {name}, which numpy cannot hold, so the ONNX Runtime CUDA backend "
+            "cannot bind it to a buffer; add a Cast to float32/float16 at the end of the model"
+        ) from exc
+
+
+@dataclass
+class _Binding:
+    """One slot's IO binding and what is bound on it, so a call with the same pointers and
+    shapes as the last one binds nothing (each bind is a Python -> C++ round trip)."""
+
+    binding: Any
+    inputs_ready: cuda.Event
+    compute_done: cuda.Event
+    inputs: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+    outputs: dict[str, tuple[int, tuple[int, ...]]] | None = None  # None: ORT allocates the outputs
+
+    def forget(self) -> None:
+        """After a failed run the binding's state is unknown: bind everything again next time."""
+        self.binding.clear_binding_inputs()
+        self.binding.clear_binding_outputs()
+        self.inputs.clear()
+        self.outputs = None
+
+    def close(self) -> None:
+        self.binding = None  # ORT's objects first (ORT-allocated outputs live in the binding)
+        self.inputs_ready.close()
+        self.compute_done.close()
 
 
 class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
@@ -54,6 +90,8 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
         self._run_options = self._ort.RunOptions()
         # Return after enqueue: trtkit synchronises with events on its own streams.
         self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        self._in_dtypes = {s.name: np.dtype(s.dtype) for s in self._inputs}  # inputs are numpy types (checked at load)
+        self._out_dtypes = {s.name: _numpy_dtype(s.dtype, output=s.name) for s in self._outputs}
         self._slots = SlotPool([self._new_slot() for _ in range(max(2, config.contexts))])
 
     def _providers(self) -> list[Any]:
@@ -66,16 +104,14 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
 
     def _new_slot(self) -> IoSlot:
         slot = IoSlot(device_id=self.config.device_id)
-        slot.extra["binding"] = self.session.io_binding()
-        slot.extra["inputs_ready"] = cuda.Event(timing=False)
-        slot.extra["compute_done"] = cuda.Event(timing=False)
+        slot.extra["ort"] = _Binding(self.session.io_binding(), cuda.Event(timing=False), cuda.Event(timing=False))
         return slot
 
     def _prepare(self, feeds: Feeds) -> dict[str, Any]:
         return normalize_feeds(self._inputs, feeds, allow_device=True)
 
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
-        binding = slot.extra["binding"]
+        state: _Binding = slot.extra["ort"]
         if timer is not None:
             timer.mark(0, slot.stream)
         ptrs = {name: slot.upload(name, value) for name, value in feeds.items()}
@@ -83,62 +119,80 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
             if not transfers:
                 slot.stream.synchronize()
             timer.mark(1, slot.stream)
-        slot.extra["inputs_ready"].record(slot.stream)
-        self._compute.wait(slot.extra["inputs_ready"])
-        binding.clear_binding_inputs()
-        for spec in self._inputs:
-            value = feeds[spec.name]
-            shape = [int(d) for d in value.shape]
-            binding.bind_input(spec.name, "cuda", self._device_id, np.dtype(spec.dtype), shape, ptrs[spec.name])
-        key: _Key = tuple((n, tuple(int(d) for d in v.shape)) for n, v in feeds.items())
-        shapes = self._run_bound(slot, binding, key, feeds)
+        state.inputs_ready.record(slot.stream)
+        self._compute.wait(state.inputs_ready)
+        key: _Key = tuple((n, tuple(v.shape)) for n, v in feeds.items())
+        try:
+            self._bind_inputs(state, key, ptrs)
+            shapes = self._run_bound(slot, state, key, feeds)
+        except BaseException:
+            state.forget()
+            raise
         if timer is not None:
             timer.mark(2, self._compute)
-        slot.extra["compute_done"].record(self._compute)
-        slot.stream.wait(slot.extra["compute_done"])
-        return self._finish(slot, binding, shapes, timer, transfers)
+        state.compute_done.record(self._compute)
+        slot.stream.wait(state.compute_done)
+        return self._finish(slot, state, shapes, timer, transfers)
 
-    def _run_bound(self, slot: IoSlot, binding: Any, key: _Key, feeds: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    def _bind_inputs(self, state: _Binding, key: _Key, ptrs: Mapping[str, int]) -> None:
+        for name, shape in key:
+            bound = (ptrs[name], shape)
+            if state.inputs.get(name) != bound:  # bind_input replaces an earlier binding of the same name
+                state.binding.bind_input(name, "cuda", self._device_id, self._in_dtypes[name], list(shape), bound[0])
+                state.inputs[name] = bound
+
+    def _run_bound(self, slot: IoSlot, state: _Binding, key: _Key, feeds: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
         """Run with outputs in our buffers when their shapes are known; None = ORT allocated them."""
         with self._shape_lock:
             known = None if key in self._ort_allocated else self._out_shapes.get(key)
-        binding.clear_binding_outputs()
-        for spec in self._outputs:
-            if known is None:
-                binding.bind_output(spec.name, "cuda", self._device_id)
-            else:
-                shape = known[spec.name]
-                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-                binding.bind_output(spec.name, "cuda", self._device_id, np.dtype(spec.dtype), list(shape), slot.output_buffer(spec.name, nbytes))
+        if known is None:
+            state.binding.clear_binding_outputs()  # ORT allocates afresh, for whatever shapes this run has
+            for spec in self._outputs:
+                state.binding.bind_output(spec.name, "cuda", self._device_id)
+            state.outputs = None
+        else:
+            self._bind_outputs(slot, state, known)
         try:
-            self.session.run_with_iobinding(binding, self._run_options)
+            self.session.run_with_iobinding(state.binding, self._run_options)
         except ort_errors() as exc:
             if known is None:
                 raise self._run_error(dict(feeds), exc) from exc
             with self._shape_lock:  # output shapes vary with the data: let ORT allocate from now on
                 self._ort_allocated.add(key)
-            return self._run_bound(slot, binding, key, feeds)
+            return self._run_bound(slot, state, key, feeds)
         if known is None and key not in self._ort_allocated:
-            values = binding.get_outputs()
+            values = state.binding.get_outputs()
             with self._shape_lock:
                 self._out_shapes[key] = {s.name: tuple(int(d) for d in v.shape()) for s, v in zip(self._outputs, values)}
         return known
 
-    def _finish(self, slot: IoSlot, binding: Any, shapes: dict[str, tuple[int, ...]] | None, timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
+    def _bind_outputs(self, slot: IoSlot, state: _Binding, known: Mapping[str, tuple[int, ...]]) -> None:
+        if state.outputs is None:  # from ORT-allocated outputs to ours: start from an empty output list
+            state.binding.clear_binding_outputs()
+            state.outputs = {}
+        for spec in self._outputs:
+            shape = known[spec.name]
+            dtype = self._out_dtypes[spec.name]
+            bound = (slot.output_buffer(spec.name, math.prod(shape) * dtype.itemsize), shape)
+            if state.outputs.get(spec.name) != bound:
+                state.binding.bind_output(spec.name, "cuda", self._device_id, dtype, list(shape), bound[0])
+                state.outputs[spec.name] = bound
+
+    def _finish(self, slot: IoSlot, state: _Binding, shapes: dict[str, tuple[int, ...]] | None, timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
         if timer is not None and not transfers:
             timer.mark(3, slot.stream)
             timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
             slot.stream.synchronize()
             return {}
-        values: Any = binding.get_outputs() if shapes is None else None
+        values: Any = state.binding.get_outputs() if shapes is None else None
         result: dict[str, Any] = {}
         for i, spec in enumerate(self._outputs):
-            dtype = np.dtype(spec.dtype)
+            dtype = self._out_dtypes[spec.name]
             if shapes is None:  # ORT allocated the outputs (first call of these shapes, or data-dependent)
                 shape, ptr = tuple(int(d) for d in values[i].shape()), int(values[i].data_ptr())
             else:
                 shape = shapes[spec.name]
-                ptr = slot.output_buffer(spec.name, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+                ptr = state.outputs[spec.name][0]  # type: ignore[index]  # bound by _bind_outputs
             if self.config.outputs_on_device:
                 result[spec.name] = slot.to_device_array(ptr, shape, dtype)
             else:
@@ -152,9 +206,29 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
         return slot.collect()
 
     def _release(self) -> None:
+        """Close in an order that never lets ORT free its memory from a CUDA callback.
+
+        ORT's CUDA EP frees the pinned buffers some kernels use (Concat, Split, Resize arguments)
+        in a host function it enqueues on the compute stream at the end of each run
+        (``cudaLaunchHostFunc``), and that function holds a reference to ORT's pinned-memory
+        arena. With ``disable_synchronize_execution_providers`` the run returns before that
+        function has run. If the session is destroyed first, the host function drops the last
+        reference and the arena's ``cudaFreeHost`` runs inside the callback, where CUDA refuses
+        every API call (cudaErrorNotPermitted, 800) and ORT aborts the process. So: finish every
+        call and every queued host function (synchronize the compute stream) while the session
+        still holds the arena, then release ORT's objects, synchronize again (a stream ORT
+        destroys may enqueue a last clean-up), and only then free our buffers and streams.
+        """
+        self._quiesce_io()
+        self._compute.synchronize()
+        for slot in self._slots.slots:
+            state = slot.extra.pop("ort", None)
+            if state is not None:
+                state.close()
+        self._run_options = None
+        super()._release()  # drops the session
+        self._compute.synchronize()
         self._close_io()
-        self._compute.synchronize()  # nothing of ours in flight when ORT frees its memory
-        super()._release()
         self._compute.close()
 
     def __repr__(self) -> str:

@@ -296,6 +296,7 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         return slot.collect()
 
     def _release(self) -> None:
+        self._quiesce_io()  # no call in flight, no work queued: nothing below is still in use
         for slot in self._slots.slots:  # graphs and contexts before the buffers and streams they use
             slot.extra["trt"].drop_graphs()
             slot.extra.clear()

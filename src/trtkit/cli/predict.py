@@ -41,6 +41,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--det", metavar="MODEL", help="ocr: text detection model (or give it as MODEL)")
     p.add_argument("--rec", metavar="MODEL", help="ocr: text recognition model")
     p.add_argument("--cls", metavar="MODEL", help="ocr: optional text direction classifier model")
+    p.add_argument("--rec-chars", metavar="FILE", help="ocr: character list (one per line) overriding the rec model's 'character' metadata")
     add_runtime_args(p)
     p.set_defaults(run=run)
 
@@ -51,9 +52,9 @@ _TASK_OPTIONS = {  # which flags each task takes; anything else is a conflict, n
     "classify": {"labels", "top_k"},
     "detect": {"labels", "conf", "iou", "imgsz"},
     "face": {"conf", "iou", "imgsz"},
-    "ocr": {"det", "rec", "cls"},
+    "ocr": {"det", "rec", "cls", "rec_chars"},
 }
-_ALL_OPTIONS = ("labels", "conf", "iou", "top_k", "imgsz", "det", "rec", "cls")
+_ALL_OPTIONS = ("labels", "conf", "iou", "top_k", "imgsz", "det", "rec", "cls", "rec_chars")
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -94,7 +95,8 @@ def open_task(args: argparse.Namespace) -> tuple[Any, list[str]]:
             images.insert(0, args.model)  # with --det, the first positional is an image
         if det is None or args.rec is None:
             raise SpecError("--task ocr needs the detection and recognition models: --det DET.onnx --rec REC.onnx (or DET as MODEL)")
-        return cls.from_paths(det=det, rec=args.rec, cls=args.cls, runtime=runtime, backend=backend), images
+        config = cls.config_type(rec_chars=args.rec_chars)
+        return cls.from_paths(det=det, rec=args.rec, cls=args.cls, runtime=runtime, config=config, backend=backend), images
     if args.model is None:
         raise SpecError(f"--task {args.task} needs MODEL (an .onnx file or an engine) followed by images")
     task = cls.from_path(args.model, runtime=runtime, config=_config(args, cls.config_type), backend=backend)

@@ -123,6 +123,7 @@ class TextRecognizer:
     def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         cfg = self.config
         results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        # sorted by width, so each batch pads only to its widest crop (the W axis is dynamic)
         order = sorted(range(len(crops)), key=lambda i: aspect_ratio(crops[i]))
         for start in range(0, len(order), cfg.rec_batch_size):
             chunk = order[start : start + cfg.rec_batch_size]
