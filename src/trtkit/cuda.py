@@ -178,7 +178,9 @@ class _Owner:
     def __del__(self) -> None:  # safety net only; close() is the contract
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down cuda-python
+        except (CudaError, BackendUnavailable, AttributeError, TypeError, ImportError):
+            # At interpreter shutdown cuda-python may be half torn down (AttributeError/TypeError/
+            # ImportError), or the context already destroyed (CudaError); nothing useful can be done.
             return
 
 
