@@ -56,3 +56,26 @@ def test_unwritable_directory(tmp_path):
             check_output_path(ro / "x.plan")
     finally:
         ro.chmod(0o700)
+
+
+def test_unwritable_filesystem_is_a_clean_error():
+    # /proc refuses new files even for root; os.access would say yes.
+    with pytest.raises(OutputPathError, match="cannot write in directory '/proc'"):
+        check_output_path("/proc/x.plan")
+
+
+def test_output_equal_to_input_is_refused(tmp_path):
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"model")
+    with pytest.raises(OutputPathError, match="is the input file"):
+        check_output_path(tmp_path / "." / "model.onnx", inputs=[src])
+    assert src.read_bytes() == b"model"
+
+
+def test_write_error_inside_the_block_becomes_output_path_error(tmp_path):
+    with pytest.raises(OutputPathError, match="writing failed"):
+        with atomic_output(tmp_path / "x.bin") as tmp:
+            os.mkdir(tmp.with_suffix(".d"))
+            os.rmdir(tmp.with_suffix(".d"))
+            raise OSError(28, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
