@@ -129,3 +129,60 @@ def test_detector_reads_onnx_nms_selected_indices_graphs(assets, tmp_path):
     for a, b in zip(expected, got):
         assert a.labels == b.labels
         np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
+
+
+def test_detect_on_scrfd_heads_is_refused_and_suggests_face(cli, tmp_path):
+    """SCRFD has 9 outputs; --task detect (the default) used to decode the first one and exit 0."""
+    with pytest.raises(TaskError, match=r"look like SCRFD face heads: use --task face"):
+        add_nms(asset_model("scrfd"), tmp_path / "x.onnx")
+    r = cli("add-nms", asset_model("scrfd"), "-o", tmp_path / "x.onnx")
+    assert_clean_error(r, "--task face", "score_8")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def _as_yolov5_shaped(tmp_path):
+    """yolov8n with its output transposed to [B,N,22]: the shape of a YOLOv5 head (values aside)."""
+    from onnx import helper
+
+    proto = onnx.load(str(asset_model("yolov8n")))
+    out = proto.graph.output[0]
+    proto.graph.node.append(helper.make_node("Transpose", [out.name], ["output_nhc"], perm=[0, 2, 1]))
+    dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    del proto.graph.output[:]
+    proto.graph.output.append(helper.make_tensor_value_info("output_nhc", onnx.TensorProto.FLOAT, [dims[0], "n", 22]))
+    path = tmp_path / "v5_shaped.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_forced_layout_must_match_the_output_shape(cli, tmp_path):
+    with pytest.raises(TaskError, match=r"--layout yolov5: expected output \[B,N,5\+C\].*output0 \[batch,22,-1\].*--layout yolov8"):
+        add_nms(asset_model("yolov8n"), tmp_path / "x.onnx", config=AddNmsConfig(layout="yolov5"))
+    r = cli("add-nms", asset_model("yolov8n"), "-o", tmp_path / "x.onnx", "--layout", "yolov5")
+    assert_clean_error(r, "--layout yolov5", "[B,N,5+C]", "[batch,22,-1]")
+    v5 = _as_yolov5_shaped(tmp_path)
+    with pytest.raises(TaskError, match=r"--layout yolov8: expected output \[B,4\+C,N\].*\[batch,n,22\].*--layout yolov5"):
+        add_nms(v5, tmp_path / "x.onnx", config=AddNmsConfig(layout="yolov8"))
+    assert not (tmp_path / "x.onnx").exists()
+    assert add_nms(v5, tmp_path / "auto.onnx").exists()  # auto picks yolov5 for [B,N,22]
+
+
+def test_output_equal_to_input_is_refused_by_the_shared_check(tmp_path):
+    from trtkit.errors import OutputPathError
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(asset_model("yolov8n").read_bytes())
+    before = model.read_bytes()
+    with pytest.raises(OutputPathError, match="is the input file"):
+        add_nms(model, tmp_path / "." / "model.onnx")
+    assert model.read_bytes() == before
+
+
+def test_jpeg_renamed_to_onnx_is_named_as_such(cli, assets, tmp_path):
+    from trtkit.errors import ModelLoadError
+
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes((assets / "images" / "baboon.jpg").read_bytes())
+    with pytest.raises(ModelLoadError, match="looks like a JPEG image"):
+        add_nms(fake, tmp_path / "out.onnx")
+    assert_clean_error(cli("add-nms", fake, "-o", tmp_path / "out.onnx"), "JPEG")

@@ -267,3 +267,45 @@ def test_explicit_batch_is_accepted_with_a_note(tmp_path, cli):
 def test_build_error_type_for_library_callers(tmp_path):
     with pytest.raises(BuildError, match="trtkit quantize"):
         build(asset_model("scrfd"), tmp_path / "x.plan", config=_cfg(precision="int8"))
+
+
+# ------------------------------------------------- review fixes: outputs, --device
+
+def test_output_that_is_the_input_is_refused(tmp_path, cli):
+    victim = tmp_path / "victim.onnx"
+    victim.write_bytes(asset_model("efficientnet_lite0").read_bytes())
+    before = file_sha256(victim)
+    res = cli("build", victim, "-o", victim, "--shapes", "input:1x3x224x224", "--backend", "tensorrt-rtx")
+    assert_clean_error(res, "victim.onnx", "is the input file")
+    assert file_sha256(victim) == before and not sidecar_path(victim).exists()
+
+
+def test_sidecar_that_is_the_input_is_refused(tmp_path):
+    """e.plan.json (the sidecar of e.plan) is a link to the source model: refused before any work."""
+    from trtkit.errors import OutputPathError
+
+    source = tmp_path / "m.onnx"
+    source.write_bytes(asset_model("scrfd").read_bytes())
+    (tmp_path / "e.plan.json").symlink_to(source)
+    before = file_sha256(source)
+    with pytest.raises(OutputPathError, match="engine sidecar path .* is the input file"):
+        build(source, tmp_path / "e.plan", config=_cfg())
+    assert file_sha256(source) == before and not (tmp_path / "e.plan").exists()
+
+
+def test_sidecar_path_that_is_a_directory(tmp_path):
+    from trtkit.errors import OutputPathError
+
+    (tmp_path / "e.plan.json").mkdir()
+    with pytest.raises(OutputPathError, match="is a directory") as err:
+        build(asset_model("scrfd"), tmp_path / "e.plan", config=_cfg())
+    assert "e.plan.json/out" not in str(err.value) and "-o" in str(err.value)
+    assert not (tmp_path / "e.plan").exists()
+
+
+def test_device_is_not_silently_ignored_on_rtx(eff_cli, cli_module):
+    engine, _ = eff_cli
+    res = cli_module("build", asset_model("efficientnet_lite0"), "-o", engine, "--dynamic-batch", "1:4:8", *FAST,
+                     "--device", "3")
+    assert res.code == 0, res
+    assert "note:" in res.err and "--device 3 is not used" in res.err, res

@@ -229,3 +229,28 @@ def test_two_torch_sources_have_no_input_specs(cli):
     _needs_load_module()
     source = f"{TINY_TORCH}:make_model"
     assert_clean_error(cli("compare", source, source), "both", "PyTorch sources")
+
+
+def test_freshly_constructed_class_gets_a_weights_hint(cli, torch_onnx, tmp_path):
+    _needs_load_module()
+    torch = pytest.importorskip("torch")
+    res = cli("compare", torch_onnx, f"{TINY_TORCH}:TinyNet", "--atol", "1e-4")  # a class: random init
+    assert res.code == 1, res
+    assert "hint: B" in res.out and "freshly constructed" in res.out and "--weights-b" in res.out
+    report = json.loads(cli("compare", torch_onnx, f"{TINY_TORCH}:TinyNet", "--json").out)
+    assert report["passed"] is False and any("--weights-b" in h for h in report["hints"])
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_torch_hint", TINY_TORCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.save(mod.make_model().state_dict(), tmp_path / "w.pt")
+    res = cli("compare", torch_onnx, f"{TINY_TORCH}:TinyNet", "--weights-b", tmp_path / "w.pt", "--atol", "1e-4", "--rtol", "1e-3")
+    assert res.code == 0, res
+    assert "hint:" not in res.out
+
+
+def test_negative_tolerance_is_refused(cli, affine_pair):
+    with pytest.raises(SpecError, match=r"atol=-1.0 must be a number >= 0"):
+        CompareConfig(atol=-1.0)
+    assert_clean_error(cli("compare", *affine_pair, "--rtol", "-1"), "rtol=-1.0 must be a number >= 0")

@@ -82,6 +82,8 @@ def test_inspect_cli_json(engine, cli):
     assert res.code == 0, res
     data = json.loads(res.out)
     assert data["sidecar"]["inputs"][0]["shape"] == [1, 3, 640, 640]
+    assert data["format"] == "tensorrt-engine" and "kind" not in data  # same key as ONNX's "format": "onnx"
+    assert data["container"] == "plan" and data["flavor"] == "tensorrt-rtx"
 
 
 def test_inspect_missing_engine(tmp_path):

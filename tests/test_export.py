@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from tests.conftest import assert_clean_error  # noqa: E402
 from tests.models import source  # noqa: E402
-from trtkit.errors import ExportError, ShapeError, SpecError  # noqa: E402
+from trtkit.errors import ExportError, OutputPathError, ShapeError, SpecError  # noqa: E402
 from trtkit.export import ExportConfig, export, load_module  # noqa: E402
 
 
@@ -133,3 +135,28 @@ def test_dynamo_exporter(tmp_path):
     assert report.exporter == "dynamo" and report.opset >= 18
     assert _dims(out)[0][0] == "batch"
     assert all(e.ok for e in report.errors) and len(report.checks) == 2
+
+
+def test_output_equal_to_a_source_file_is_refused(cli, tmp_path):
+    models = tmp_path / "models.py"  # a copy: the refusal must come before anything could write
+    models.write_text(Path(source("conv_net").rpartition(":")[0]).read_text())
+    before = models.read_bytes()
+    result = cli("export", f"{models}:conv_net", "-o", models, "--input", "x:1x3x8x8")
+    assert_clean_error(result, "is the input file", "models.py")
+    weights = tmp_path / "w.pth"
+    torch.save(load_module(f"{models}:conv_net").state_dict(), weights)
+    saved = weights.read_bytes()
+    with pytest.raises(OutputPathError, match="is the input file"):
+        export(f"{models}:conv_net", weights, config=ExportConfig(inputs={"x": (1, 3, 8, 8)}, weights=str(weights)))
+    assert models.read_bytes() == before and weights.read_bytes() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.py", "w.pth"]
+
+
+def test_negative_tolerance_is_refused(cli, tmp_path):
+    with pytest.raises(SpecError, match=r"atol=-1.0 must be a number >= 0"):
+        ExportConfig(inputs={"x": (1, 3)}, atol=-1.0)
+    with pytest.raises(SpecError, match=r"rtol=-0.5 must be a number >= 0"):
+        ExportConfig(inputs={"x": (1, 3)}, rtol=-0.5)
+    out = tmp_path / "m.onnx"
+    assert_clean_error(cli("export", source("conv_net"), "-o", out, "--input", "x:1x3x8x8", "--atol", "-1"), "atol=-1.0", ">= 0")
+    assert not out.exists()

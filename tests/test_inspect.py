@@ -127,3 +127,36 @@ def test_bad_files(cli, tmp_path):
     assert_clean_error(cli("inspect", text), "notes.onnx", "text file")
     assert_clean_error(cli("inspect", jpeg), "photo.onnx", "JPEG")
     assert_clean_error(cli("inspect", empty), "empty")
+
+
+# ---------------------------------------------------------- review fixes
+
+def test_engine_suffix_needs_an_engine(cli, tmp_path):
+    """inspect applies run's container check: a text, empty or ONNX file named .plan is no engine."""
+    text = tmp_path / "text.plan"
+    text.write_text("hello\n")
+    empty = tmp_path / "empty.engine"
+    empty.write_bytes(b"")
+    renamed = tmp_path / "scrfd.plan"
+    shutil.copy(asset_model("scrfd"), renamed)
+    assert_clean_error(cli("inspect", text), "text.plan", "too few for a TensorRT engine")
+    assert_clean_error(cli("inspect", empty), "empty.engine", "0 bytes")
+    assert_clean_error(cli("inspect", renamed), "is an ONNX model", "rename it to .onnx", str(tmp_path / "scrfd.onnx"))
+    with pytest.raises(ModelLoadError, match="not a TensorRT engine"):
+        inspect_model(renamed)
+
+
+def test_json_uses_format_key(cli):
+    data = json.loads(cli("inspect", asset_model("scrfd"), "--json").out)
+    assert data["format"] == "onnx" and "kind" not in data
+
+
+def test_suggested_sizes_come_from_metadata_or_say_placeholder():
+    yolo = inspect_model(asset_model("yolov8n"))  # Ultralytics metadata imgsz [320, 320]
+    assert "--maxShapes=images:8x3x320x320" in yolo.build_flags and "imgsz" in yolo.build_flags_note
+    assert "640" not in yolo.build_flags
+    rec = inspect_model(asset_model("ppocr_rec"))  # PaddleOCR recognizer: H 48, variable W
+    assert "--optShapes=x:1x3x48x320" in rec.build_flags and "--maxShapes=x:8x3x48x1280" in rec.build_flags
+    det = inspect_model(asset_model("ppocr_det"))  # no size recorded anywhere
+    assert "x:1x3x640x640" in det.build_flags and "PLACEHOLDER" in det.build_flags_note
+    assert "PLACEHOLDER" in det.render()

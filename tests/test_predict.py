@@ -89,3 +89,37 @@ def test_ocr_rec_chars_flag_overrides_metadata(cli, assets, tmp_path):
     short.write_text("a\nb\nc\n", encoding="utf-8")
     bad = cli(*args, "--rec-chars", short)
     assert_clean_error(bad, "short.txt")
+
+
+def test_options_may_come_between_model_and_images(cli, assets):
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), "--conf", "0.3", assets / "images" / "astronaut.png")
+    assert r.code == 0, r
+    assert "FACE_FEMALE" in r.out
+    r = cli(
+        "predict", "--task", "ocr", asset_model("ppocr_det"), "--rec", asset_model("ppocr_rec"),
+        "--cls", asset_model("ppocr_cls"), assets / "images" / "imageTextN_rgb.png",
+    )
+    assert r.code == 0, r
+    assert "technical details are too complex" in r.out
+
+
+def test_ocr_without_det_model_says_so(cli, assets):
+    r = cli("predict", "--task", "ocr", "--rec", asset_model("ppocr_rec"), assets / "images" / "imageTextN_rgb.png")
+    assert_clean_error(r, "--task ocr needs --det DET.onnx (or DET as the first positional)")
+
+
+def test_imgsz_is_validated_with_the_flag_name(cli, assets):
+    image = assets / "images" / "astronaut.png"
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), image, "--imgsz", "0")
+    assert_clean_error(r, "--imgsz", ">= 32", "got 0x0")
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), image, "--imgsz", "333")
+    assert_clean_error(r, "--imgsz", "multiple of the model's stride 32", "320 or 352")
+    r = cli("predict", "--task", "face", asset_model("scrfd"), image, "--imgsz", "320")
+    assert_clean_error(r, "--imgsz", "[1,3,640,640]")
+    assert "FaceDetectorConfig" not in r.err
+
+
+def test_top_k_is_validated_with_the_flag_name(cli, assets):
+    args = ["predict", "--task", "classify", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png"]
+    assert_clean_error(cli(*args, "--top-k", "0"), "(--top-k) must be >= 1 (got 0)")
+    assert_clean_error(cli(*args, "--top-k", "5000"), "--top-k", "5000", "number of classes (1000)")

@@ -59,7 +59,7 @@ def test_int8_build_from_qdq(qdq_model, tmp_path, cli):
               "--builderOptimizationLevel", "0", "--backend", "tensorrt-rtx")
     assert res.code == 0, res
     side = json.loads((tmp_path / "q.plan.json").read_text())
-    assert side["precision"] == "int8" and side["flags"]["strongly_typed"]
+    assert side["precision"] == "int8 (explicit Q/DQ)" and side["flags"]["strongly_typed"]
 
 
 def test_npz_calibration(tmp_path):
@@ -101,3 +101,66 @@ def test_cli_errors(tmp_path, cli):
     assert_clean_error(res, "must hold one kind of file", "found none")
     res = cli("quantize", asset_model("efficientnet_lite0"), "--calib", tmp_path, "--mean", "1,2")
     assert_clean_error(res, "three comma-separated numbers")
+
+
+# ---------------------------------------------------------- review fixes
+
+def _npz(path, data):
+    np.savez(path, input=data)
+    return path
+
+
+def test_output_that_is_the_input_is_refused(tmp_path, cli):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(asset_model("efficientnet_lite0").read_bytes())
+    before = model.read_bytes()
+    calib = _npz(tmp_path / "c.npz", np.zeros((1, 3, 224, 224), np.float32))
+    res = cli("quantize", model, "--calib", calib, "-o", model)
+    assert_clean_error(res, "m.onnx", "is the input file")
+    assert model.read_bytes() == before
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_calibration_data_is_named(tmp_path, cli, bad):
+    data = np.zeros((2, 3, 224, 224), np.float32)
+    data[1, 0, 5, 5] = bad
+    calib = _npz(tmp_path / "c.npz", data)
+    res = cli("quantize", asset_model("efficientnet_lite0"), "--calib", calib, "-o", tmp_path / "o.onnx")
+    assert_clean_error(res, "c.npz", "'input'", "NaN" if np.isnan(bad) else "Inf", "sample 1")
+    assert "scale issue" not in res.err and not (tmp_path / "o.onnx").exists()
+
+
+def test_image_options_refused_for_arrays(tmp_path, cli):
+    calib = _npz(tmp_path / "c.npz", np.zeros((1, 3, 224, 224), np.float32))
+    res = cli("quantize", asset_model("efficientnet_lite0"), "--calib", calib, "--mean", "0.5,0.5,0.5", "--bgr",
+              "-o", tmp_path / "o.onnx")
+    assert_clean_error(res, "--mean, --bgr", "image calibration only")
+    npy_dir = tmp_path / "npy"
+    npy_dir.mkdir()
+    np.save(npy_dir / "a.npy", np.zeros((1, 3, 224, 224), np.float32))
+    with pytest.raises(SpecError, match="--image-size applies to image calibration only"):
+        quantize(asset_model("efficientnet_lite0"), tmp_path / "o.onnx",
+                 config=QuantizeConfig(calib=str(npy_dir), image_size=(224, 224)))
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_already_quantized_model_is_refused(qdq_model, calib_dir, tmp_path):
+    from trtkit.errors import BuildError
+
+    with pytest.raises(BuildError, match="already quantized"):
+        quantize(qdq_model[0], tmp_path / "twice.onnx", config=QuantizeConfig(calib=str(calib_dir), mean=MEAN, std=STD))
+    assert not (tmp_path / "twice.onnx").exists()
+
+
+def test_qdq_build_records_int8_without_flag(qdq_model, tmp_path, cli):
+    """A Q/DQ graph builds INT8 with or without --int8: the summary and sidecar must say so, not fp32."""
+    pytest.importorskip("tensorrt_rtx")
+    QDQ_INT8 = "int8 (explicit Q/DQ)"
+    out = tmp_path / "q.plan"
+    fast = ("--shapes", "input:1x3x224x224", "--builderOptimizationLevel", "0", "--backend", "tensorrt-rtx")
+    res = cli("build", qdq_model[0], "-o", out, *fast)
+    assert res.code == 0, res
+    assert QDQ_INT8 in res.out
+    assert json.loads((tmp_path / "q.plan.json").read_text())["precision"] == QDQ_INT8
+    res = cli("build", qdq_model[0], "-o", out, "--int8", *fast)  # the same engine: served from the cache
+    assert res.code == 0 and "cached" in res.out, res

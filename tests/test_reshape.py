@@ -139,3 +139,71 @@ def test_cli_bad_input(cli, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     assert_clean_error(cli("reshape", truncated, "-o", out, "--dynamic-batch"), "half.onnx", "not a valid ONNX model")
     assert not out.exists()
+
+
+def _copy(key, tmp_path):
+    """A writable copy of an asset model: nothing in these tests may ever write next to the shared assets."""
+    src = asset_model(key)
+    dst = tmp_path / src.name
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def test_output_equal_to_input_is_refused(cli, tmp_path):
+    model = _copy("ppocr_cls", tmp_path)
+    before = model.read_bytes()
+    spelled = tmp_path / "." / model.name  # another spelling of the same file
+    result = cli("reshape", model, "-o", spelled, "--shapes", "x:1x3x48x192")
+    assert_clean_error(result, "is the input file", "new file")
+    with pytest.raises(Exception, match="is the input file"):
+        reshape(model, model, config=ReshapeConfig(shapes={"x": (1, 3, 48, 192)}))
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name]
+
+
+def test_check_shapes_may_size_a_freed_axis(cli, tmp_path):
+    model = _copy("scrfd", tmp_path)
+    out = tmp_path / "s.onnx"
+    result = cli("reshape", model, "-o", out, "--dynamic", "input.1:0", "--check-shapes", "input.1:4x3x640x640")
+    assert result.code == 0, result
+    assert "runs at input.1:4x3x640x640 (--check-shapes)" in result.out
+    assert _dims(out) == [["batch", 3, 640, 640]]
+    # dims that stay static are still checked against the reshaped model
+    assert_clean_error(
+        cli("reshape", model, "-o", tmp_path / "t.onnx", "--dynamic", "input.1:0", "--check-shapes", "input.1:4x3x320x640"),
+        "--check-shapes", "static 640",
+    )
+
+
+def test_negative_tolerance_is_refused(cli, tmp_path):
+    with pytest.raises(SpecError, match=r"atol=-1.0 must be a number >= 0"):
+        ReshapeConfig(dynamic_batch=True, atol=-1.0)
+    with pytest.raises(SpecError, match=r"rtol=nan must be a number >= 0"):
+        ReshapeConfig(dynamic_batch=True, rtol=float("nan"))
+    model = _copy("ppocr_cls", tmp_path)
+    out = tmp_path / "o.onnx"
+    assert_clean_error(cli("reshape", model, "-o", out, "--shapes", "x:1x3x48x192", "--atol", "-1"), "atol=-1.0", ">= 0")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--shapes", "x:1x3x48x192", "--shapes", "x:2x3x48x192"], ["--shapes", "more than once"]),
+        (["--dynamic-batch", "--check-shapes", "x:1x3x48x192", "--check-shapes", "x:2x3x48x192"], ["--check-shapes", "more than once"]),
+        (["--shapes", ""], ["empty"]),
+        (["--shapes", "x:0x3x48x192"], ["dims must be >= 1"]),
+    ],
+)
+def test_cli_bad_shape_flags(cli, tmp_path, args, needles):
+    model = _copy("ppocr_cls", tmp_path)
+    out = tmp_path / "o.onnx"
+    assert_clean_error(cli("reshape", model, "-o", out, *args), *needles)
+    assert not out.exists()
+
+
+def test_onnxruntime_log_lines_do_not_leak(cli, tmp_path):
+    model = _copy("yolov8n", tmp_path)
+    result = cli("reshape", model, "-o", tmp_path / "o.onnx", "--dynamic", "images:0", "--dynamic", "images:1")
+    assert_clean_error(result, "reshaped model fails in ONNX Runtime", "Conv")
+    assert "[E:onnxruntime" not in result.err and result.err.startswith("error:"), result  # ORT's own log line

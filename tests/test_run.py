@@ -101,7 +101,53 @@ def test_corrupt_input_file(cli, tmp_path):
     model = tiny_onnx.affine(tmp_path / "affine.onnx")
     (tmp_path / "bad.npy").write_text("not numpy")
     res = cli("run", model, "--input", f"x={tmp_path / 'bad.npy'}")
-    assert_clean_error(res, "bad.npy", "cannot read")
+    assert_clean_error(res, "bad.npy", "is not a valid .npy/.npz file", "np.save")
+    assert "pickled" not in res.err  # numpy's own words for a non-numpy file mislead
+
+
+def test_input_that_is_a_directory(cli, tmp_path):
+    model = tiny_onnx.affine(tmp_path / "affine.onnx")
+    (tmp_path / "outdir").mkdir()
+    res = cli("run", model, "--input", f"x={tmp_path / 'outdir'}")
+    assert_clean_error(res, "outdir", "is a directory")
+    assert "does not exist" not in res.err
+
+
+def test_huge_shapes_are_refused_before_allocating(cli, tmp_path):
+    model = tiny_onnx.affine(tmp_path / "affine.onnx")
+    res = cli("run", model, "--shapes", "x:100000000000x4,s:1")
+    assert_clean_error(res, "'x'", "100000000000x4", "GiB", "smaller --shapes")
+    with pytest.raises(ShapeError, match="GiB"):
+        generate_inputs((TensorSpec("images", "float32", (1, 3, "h", "w")),), shapes={"images": (1, 3, 100000, 100000)})
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "bench"])
+def test_repeated_shapes_flag_is_an_error(cli, tmp_path, command):
+    model = tiny_onnx.affine(tmp_path / "affine.onnx")
+    models = [model, model] if command == "compare" else [model]
+    res = cli(command, *models, "--shapes", "x:2x4", "--shapes", "s:1")
+    assert_clean_error(res, "--shapes", "more than once", "x:2x4,s:1")
+
+
+@pytest.mark.parametrize("spec, needle", [("", "empty"), ("x:0x4", "dims must be >= 1")])
+def test_empty_spec_and_zero_dims_are_refused(cli, tmp_path, spec, needle):
+    model = tiny_onnx.affine(tmp_path / "affine.onnx")
+    assert_clean_error(cli("run", model, "--shapes", spec), needle)
+
+
+def test_generated_floats_are_drawn_without_a_float64_copy():
+    import tracemalloc
+
+    spec = TensorSpec("x", "float32", (1024, 1024))
+    tracemalloc.start()
+    try:
+        data = generate_inputs((spec,), seed=0)["x"]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data.dtype == np.float32 and 0.0 <= data.min() and data.max() < 1.0
+    assert abs(float(data.mean()) - 0.5) < 0.01  # still uniform on [0, 1)
+    assert peak < 1.5 * data.nbytes, (peak, data.nbytes)  # a float64 draw + cast peaks at 3x
 
 
 def test_input_dtype_mismatch_names_the_fix(cli, tmp_path):

@@ -47,6 +47,8 @@ def test_format_round_trip():
         ("x:-1x3", "not a list of non-negative integers"),
         ("'x:1x3", "unclosed"),
         ("x:1,x:2", "twice"),
+        ("x:0x3x224x224", "dims must be >= 1"),
+        ("x:1x3,y:1x0", "dims must be >= 1"),
     ],
 )
 def test_parse_shapes_malformed(text, needle):

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from .atomic import atomic_output, check_output_path, write_bytes_atomic
 from .engine_info import NO_GPU, SIDECAR_FORMAT, detect_gpu, file_sha256, read_sidecar, sidecar_path, sidecar_text
-from .errors import BackendUnavailable, BuildError, ProfileError, SpecError
+from .errors import BackendUnavailable, BuildError, OutputPathError, ProfileError, SpecError
 from .precision import KEEP_FP32_OPS, PrecisionPlan, convert_to_fp16, has_qdq, plan_precision
 from .quantize import QuantizeConfig, quantize
 from .spec import BuildConfig, ShapeProfile, TensorSpec, flags_for, format_shapes
@@ -242,15 +242,36 @@ def _timing_cache(config: BuildConfig, flavor: Any) -> tuple[Path | None, tuple[
     return Path(config.timing_cache) if config.timing_cache else default_timing_cache(flavor.backend, flavor.version), ()
 
 
+def _check_outputs(src: Path, output: str | os.PathLike[str]) -> Path:
+    """Engine and sidecar paths writable, and neither is the source model (it would be destroyed)."""
+    out = check_output_path(output, what="engine", inputs=(src,))
+    side = sidecar_path(out)
+    if side.is_dir():  # atomic's generic "give a file path, e.g. DIR/out" hint makes no sense for a derived path
+        raise OutputPathError(
+            f"engine sidecar path {str(side)!r} is a directory; trtkit build writes the sidecar beside the engine "
+            f"as ENGINE.json, so {str(out)!r} needs {side.name!r} to be free: rename or remove that directory, "
+            "or choose another engine path with -o"
+        )
+    check_output_path(side, what="engine sidecar", inputs=(src,))
+    return out
+
+
+def _device_notes(config: BuildConfig, flavor: Any) -> tuple[int, tuple[str, ...]]:
+    """The CUDA device to describe in the sidecar, and a note when --device is not used (never silently)."""
+    if flavor.is_rtx and config.device != 0:
+        return 0, (f"TensorRT-RTX {flavor.version} does not build on a chosen CUDA device (trtkit does not select "
+                   f"one for it): --device {config.device} is not used; the sidecar records device 0",)
+    return config.device, ()
+
+
 def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], config: BuildConfig) -> tuple[_Job, Any]:
     from .backends._trt import trt_flavor
     from .onnx_io import io_specs, load_onnx
 
-    out = check_output_path(output, what="engine")
-    check_output_path(sidecar_path(out), what="engine sidecar")
+    src = Path(onnx_path)
+    out = _check_outputs(src, output)
     _check_extra(config.extra)
     plugins = _check_plugins(config.plugins)
-    src = Path(onnx_path)
     model = load_onnx(src)
     inputs, _ = io_specs(model)
     profiles = resolve_profiles(src, inputs, config.profiles)
@@ -258,7 +279,8 @@ def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], 
     flavor = trt_flavor(config.backend)
     plan = plan_precision(config.precision, backend=f"{flavor.backend} {flavor.version}",
                           strongly_typed_only=flavor.strongly_typed_only, qdq=has_qdq(model))
-    gpu, device_note = detect_gpu(config.device)
+    device, device_notes = _device_notes(config, flavor)
+    gpu, device_note = detect_gpu(device)
     if gpu is None and not flavor.is_rtx:
         raise BackendUnavailable(
             f"TensorRT {flavor.version} needs an NVIDIA GPU to build engines, and none is usable here ({device_note}). "
@@ -274,7 +296,7 @@ def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], 
         "level": config.optimization_level, "plugins": [[str(p), file_sha256(p)] for p in plugins],
         "trtkit": _version(),
     })
-    notes = plan.notes + timing_notes
+    notes = plan.notes + device_notes + timing_notes
     job = _Job(src, out, config, flavor, plan, profiles, plugins, gpu, device_note, source_sha, key, timing, notes)
     return job, model
 
@@ -350,8 +372,8 @@ def _run_builder(job: _Job, data: bytes | None) -> tuple[bytes, list[dict[str, A
 def _write(job: _Job, engine: bytes, sidecar: dict[str, Any]) -> None:
     """Engine renamed into place first, sidecar second: in between, the old sidecar's sha256 no
     longer matches, so readers see it as stale rather than trusting it."""
-    with atomic_output(sidecar_path(job.output), what="engine sidecar") as side_tmp:
-        with atomic_output(job.output, what="engine") as engine_tmp:
+    with atomic_output(sidecar_path(job.output), what="engine sidecar", inputs=(job.onnx_path,)) as side_tmp:
+        with atomic_output(job.output, what="engine", inputs=(job.onnx_path,)) as engine_tmp:
             engine_tmp.write_bytes(engine)
             side_tmp.write_text(sidecar_text(sidecar), encoding="utf-8")
 

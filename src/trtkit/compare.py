@@ -28,6 +28,7 @@ import numpy as np
 
 from .datagen import generate_inputs, prepare_inputs
 from .errors import DTypeError, ShapeError, SpecError
+from .onnx_io import check_tolerances
 from .sources import Source, SourceConfig, is_torch_source, open_source
 from .spec import TensorSpec, suggest_name
 
@@ -52,9 +53,7 @@ class CompareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for flag, value in [("atol", self.atol), ("rtol", self.rtol), *self.output_atol, *self.output_rtol]:
-            if not value >= 0:
-                raise SpecError(f"tolerance {flag}={value} must be a number >= 0")
+        check_tolerances([("atol", self.atol), ("rtol", self.rtol), *self.output_atol, *self.output_rtol])
 
     def tolerance(self, name: str) -> tuple[float, float]:
         return dict(self.output_atol).get(name, self.atol), dict(self.output_rtol).get(name, self.rtol)
@@ -178,6 +177,7 @@ class CompareResult:
     origins: dict[str, str]
     defaulted: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    hints: tuple[str, ...] = ()  # likely causes, shown when the comparison fails
 
     @property
     def passed(self) -> bool:
@@ -202,6 +202,7 @@ class CompareResult:
             "inputs": {n: {"shape": list(x.shape), "dtype": str(x.dtype), "source": self.origins[n]} for n, x in self.inputs.items()},
             "outputs": [r.to_json() for r in self.rows],
             "warnings": list(self.warnings),
+            "hints": [] if self.passed else list(self.hints),
             "summary": self.summary(),
         }
 
@@ -329,6 +330,15 @@ def compare(a: str, b: str, *, config: CompareConfig = CompareConfig(), inputs: 
         prepared = prepare_inputs(specs, files=config.input_files, arrays=inputs, shapes=config.shapes, seed=config.seed)
         out_a, out_b = sa.run(prepared.arrays), sb.run(prepared.arrays)
         runtimes = sa.description, sb.description
+        hints = tuple(_fresh_hint(side, src) for side, src in (("A", sa), ("B", sb)) if src.fresh)
     rows = tuple(_row(i, pair, config) for i, pair in enumerate(_match_outputs(out_a, out_b)))
     _check_tolerance_names(config, rows)
-    return CompareResult(str(a), str(b), *runtimes, rows, prepared.arrays, prepared.origins, prepared.defaulted, prepared.warnings)
+    return CompareResult(str(a), str(b), *runtimes, rows, prepared.arrays, prepared.origins, prepared.defaulted,
+                         prepared.warnings, hints)
+
+
+def _fresh_hint(side: str, source: Source) -> str:
+    return (
+        f"{side} {source.label!r} is a freshly constructed module (random weights?) — "
+        f"pass --weights-{side.lower()} FILE (a state_dict) if it should hold trained weights"
+    )

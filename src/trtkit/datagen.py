@@ -35,7 +35,13 @@ __all__ = [
     "load_input_files",
     "prepare_inputs",
     "array_stats",
+    "check_array_size",
+    "MAX_GENERATED_BYTES",
 ]
+
+# Largest single array trtkit generates. Far above any real model input (a 4K RGB float32 batch of 32
+# is 3 GiB), and low enough that a typo like 100000x100000 is refused before numpy tries the allocation.
+MAX_GENERATED_BYTES = 16 * 2**30
 
 
 @dataclass(frozen=True)
@@ -121,15 +127,62 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
+def _size_text(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_array_size(name: str, shape: Sequence[int], dtype: Any, *, limit: int = MAX_GENERATED_BYTES) -> int:
+    """Bytes of an array of ``shape``/``dtype``; ShapeError naming the size when it is above ``limit``.
+
+    Called before generating data, so a huge ``--shapes`` is a clear error, not numpy's
+    ArrayMemoryError traceback (or the machine swapping).
+    """
+    nbytes = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > limit:
+        raise ShapeError(
+            f"input {name!r} at shape {format_shape(shape)} ({np.dtype(dtype).name}) would need {_size_text(nbytes)}, "
+            f"more than the {_size_text(limit)} trtkit generates for one input; choose smaller --shapes "
+            "(or give the data from a file with --input)"
+        )
+    return nbytes
+
+
+def _uniform(rng: np.random.Generator, shape: Shape, dtype: np.dtype, low: float, high: float) -> np.ndarray:
+    """Uniform [low, high), drawn in float32 unless the input is float64 (no float64 temporary: half the memory)."""
+    draw = np.float64 if dtype == np.float64 else np.float32
+    out = rng.random(size=shape, dtype=draw)
+    if high - low != 1.0:
+        out *= high - low
+    if low:
+        out += low
+    return out.astype(dtype, copy=False)
+
+
 def _random_array(
     spec: TensorSpec, shape: Shape, *, seed: int, float_range: tuple[float, float], int_range: tuple[int, int]
 ) -> np.ndarray:
-    dtype = np.dtype(spec.dtype)
+    try:
+        dtype = np.dtype(spec.dtype)
+    except TypeError:  # bfloat16, float8, ...: numpy has no such dtype
+        dtype = np.dtype(object)
+    nbytes = check_array_size(spec.name, shape, dtype)
+    try:
+        return _draw(spec, shape, dtype, seed=seed, float_range=float_range, int_range=int_range)
+    except MemoryError:  # under the limit, but more than this machine has free
+        raise ShapeError(
+            f"not enough memory to generate input {spec.name!r} at shape {format_shape(shape)} "
+            f"({_size_text(nbytes)} of {dtype.name}); choose smaller --shapes"
+        ) from None
+
+
+def _draw(
+    spec: TensorSpec, shape: Shape, dtype: np.dtype, *, seed: int, float_range: tuple[float, float], int_range: tuple[int, int]
+) -> np.ndarray:
     rng = _rng(seed, spec.name)
     if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
+        return rng.integers(0, 2, size=shape, dtype=np.bool_)
     if np.issubdtype(dtype, np.floating):
-        return rng.uniform(float_range[0], float_range[1], size=shape).astype(dtype)
+        return _uniform(rng, shape, dtype, *float_range)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         lo, hi = max(int_range[0], int(info.min)), min(int_range[1], int(info.max) + 1)
@@ -168,9 +221,22 @@ def generate_inputs(
 
 # ------------------------------------------------------------------- files
 
+_NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")  # .npy header; .npz is a zip (empty zip: PK\5\6)
+
+
 def _read_file(path: Path, *, flag: str) -> Any:
+    if path.is_dir():
+        raise SpecError(f"{flag}: {str(path)!r} is a directory, not a .npy/.npz file; give the file inside it")
     if not path.is_file():
         raise SpecError(f"{flag}: input file {str(path)!r} does not exist; check the path")
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    if not head.startswith(_NUMPY_MAGIC):
+        # np.load would try to unpickle it and say "contains pickled (object) data", which misleads.
+        raise SpecError(
+            f"{flag}: {str(path)!r} is not a valid .npy/.npz file (it does not start with numpy's header); "
+            "save the array with np.save (.npy) or np.savez (.npz)"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:

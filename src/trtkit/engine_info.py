@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
-from .errors import EngineError
+from .errors import EngineError, ModelLoadError
 
 __all__ = [
     "SIDECAR_FORMAT",
@@ -146,14 +146,18 @@ class EngineInfo:
     sha256: str
     sidecar: dict[str, Any] | None
     sidecar_state: str  # "ok", "missing" or "stale"
+    container: str = "plan"  # "plan" or "ultralytics" (metadata JSON in front of the plan)
+    flavor: str | None = None  # "tensorrt"/"tensorrt-rtx" from the plan's magic tag, None if unknown
     runtime: dict[str, Any] | None = None  # read from the deserialized engine, when possible
     runtime_note: str = ""
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": "tensorrt-engine",  # same key as ModelInfo.to_json's "onnx"
             "path": self.path,
-            "kind": "tensorrt-engine",
+            "container": self.container,
+            "flavor": self.flavor,
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
             "sidecar_state": self.sidecar_state,
@@ -180,9 +184,11 @@ def inspect_engine(path: str | os.PathLike[str]) -> EngineInfo:
     p = Path(path)
     if not p.is_file():
         raise EngineError(f"engine file {str(p)!r} does not exist; check the path or build it with trtkit build")
+    container, flavor = _check_engine_file(p)
     sha = file_sha256(p)
     sidecar, state = _sidecar_state(p, sha)
-    info = EngineInfo(str(p), p.stat().st_size, sha, sidecar if state == "ok" else None, state)
+    info = EngineInfo(str(p), p.stat().st_size, sha, sidecar if state == "ok" else None, state,
+                      container=container, flavor=flavor)
     if state == "stale":
         info.notes.append(
             f"the sidecar {sidecar_path(p).name} describes a different engine (sha256 mismatch): ignored. "
@@ -195,6 +201,40 @@ def inspect_engine(path: str | os.PathLike[str]) -> EngineInfo:
     if info.runtime is None and info.sidecar is None:
         info.notes.append(f"nothing more is known: {info.runtime_note}")
     return info
+
+
+def _check_engine_file(path: Path) -> tuple[str, str | None]:
+    """The container check ``trtkit run`` applies (size, magic tag), so inspect never calls a
+    text file or an ONNX model an engine; an ONNX model gets a rename hint of its own."""
+    from .engine_file import read_engine_file
+
+    try:
+        ef = read_engine_file(path)
+    except ModelLoadError as exc:
+        onnx_note = _onnx_description(path)
+        if onnx_note:
+            raise ModelLoadError(
+                f"{str(path)!r} is an ONNX model ({onnx_note}), not a TensorRT engine, despite its "
+                f"{path.suffix!r} suffix; rename it to .onnx to inspect it as ONNX "
+                f"(mv {path} {path.with_suffix('.onnx')}), or build an engine from it with trtkit build"
+            ) from None
+        raise exc from None
+    return ef.kind, ef.flavor
+
+
+def _onnx_description(path: Path) -> str:
+    """'IR version N, producer P' when ``path`` parses as an ONNX model with a graph, else ''."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError):
+        return ""
+    if model.ir_version <= 0 or not (model.graph.node or model.graph.input):
+        return ""
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p) or "unknown producer"
+    return f"IR version {model.ir_version}, {producer}"
 
 
 # ------------------------------------------------------- reading the engine
@@ -303,7 +343,10 @@ def _sidecar_rows(side: dict[str, Any]) -> list[str]:
 
 
 def _render(info: EngineInfo) -> str:
-    rows = [f"{info.path}: TensorRT engine, {info.size_bytes / 2**20:.1f} MiB, sha256 {info.sha256[:16]}..."]
+    kind = {"tensorrt": "TensorRT engine", "tensorrt-rtx": "TensorRT-RTX engine"}.get(
+        info.flavor or "", "engine file without a known magic tag (only TensorRT can tell whether it is valid)")
+    wrapper = " in an Ultralytics container" if info.container == "ultralytics" else ""
+    rows = [f"{info.path}: {kind}{wrapper}, {info.size_bytes / 2**20:.1f} MiB, sha256 {info.sha256[:16]}..."]
     if info.sidecar:
         rows += [f"from sidecar {sidecar_path(info.path).name}:"] + ["  " + r for r in _sidecar_rows(info.sidecar)]
     if info.runtime:

@@ -36,7 +36,7 @@ import numpy as np
 from ._optional import require
 from .atomic import atomic_output, check_output_path
 from .errors import ExportError, ShapeError, SpecError
-from .onnx_io import OutputError, compare_outputs, io_specs, load_onnx, random_inputs, run_onnxruntime
+from .onnx_io import OutputError, check_tolerances, compare_outputs, io_specs, load_onnx, random_inputs, run_onnxruntime
 from .spec import Shape, TensorSpec, format_shapes, suggest_name
 from .torch_source import load_module, load_module_with_note
 
@@ -89,6 +89,7 @@ class ExportConfig:
         object.__setattr__(self, "input_dtypes", _pairs(self.input_dtypes, _dtype_name))
         object.__setattr__(self, "dynamic", _pairs(self.dynamic, _ints))
         object.__setattr__(self, "output_names", tuple(self.output_names))
+        check_tolerances([("atol", self.atol), ("rtol", self.rtol)])
         if not self.inputs:
             raise SpecError("export needs the input shapes, e.g. --input images:1x3x224x224")
         if self.exporter not in EXPORTERS:
@@ -312,9 +313,16 @@ def _parity_error(check: ParityCheck, tracer: list[str], config: ExportConfig) -
     )
 
 
+def _source_files(source: str, config: ExportConfig) -> tuple[str, ...]:
+    """The files export reads (FILE.py of the source, --weights): the output must not overwrite them."""
+    where = source.rpartition(":")[0]
+    files = [where] if where and Path(where).is_file() else []
+    return tuple(files + ([config.weights] if config.weights else []))
+
+
 def export(source: str, output: str | os.PathLike[str], *, config: ExportConfig) -> ExportReport:
     """Export ``source`` (FILE.py:NAME or package.module:NAME) to ONNX at ``output``, verified against PyTorch."""
-    target = check_output_path(output, what="ONNX output")
+    target = check_output_path(output, what="ONNX output", inputs=_source_files(source, config))
     torch = require("torch", purpose="trtkit export")
     model, note = load_module_with_note(source, weights=config.weights)
     specs = config.specs()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from .onnx_io import io_specs, load_onnx
-from .spec import TensorSpec, flags_for
+from .spec import TensorSpec, format_shapes
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -33,10 +33,12 @@ __all__ = ["ModelInfo", "inspect_model", "inspect_onnx", "BUILD_BATCH", "BUILD_S
 
 # Defaults for the suggested build flags. Axis 0 is taken to be the batch:
 # min 1 / opt 1 / max 8 (opt = 1 tunes kernels for the common online case).
-# Any other dynamic axis gets 640 for min, opt and max: a typical detector
-# input side; the flags say so, and users widen the range to their data.
+# Other dynamic axes take the size the model's metadata records (Ultralytics
+# ``imgsz``; PaddleOCR recognizers, which carry ``character``, are fed H 48 and
+# a variable W); without one they get BUILD_SIZE, and the note says it is a placeholder.
 BUILD_BATCH = (1, 1, 8)
 BUILD_SIZE = 640
+PADDLE_REC_HW = ((48, 48, 48), (48, 320, 1280))  # PaddleOCR rec: H 48, W from the crop's aspect ratio
 
 
 @dataclass(frozen=True)
@@ -169,15 +171,66 @@ def _walk_nodes(graph: "onnx.GraphProto") -> list["onnx.NodeProto"]:
     return nodes
 
 
-def _flags(inputs: tuple[TensorSpec, ...]) -> tuple[str | None, str]:
+def _metadata_imgsz(metadata: dict[str, str]) -> tuple[int, int] | None:
+    """Ultralytics ``imgsz`` ("[320, 320]" or "640") as (H, W), else None."""
+    import ast
+
+    text = metadata.get("imgsz")
+    if text is None:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    sizes = [value, value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else []
+    if len(sizes) != 2 or not all(isinstance(v, int) and v > 0 for v in sizes):
+        return None
+    return sizes[0], sizes[1]
+
+
+def _hw_ranges(metadata: dict[str, str]) -> tuple[tuple[tuple[int, int, int], tuple[int, int, int]] | None, str]:
+    """(H range, W range) from metadata for NCHW inputs, and where they came from; (None, "") when unknown."""
+    imgsz = _metadata_imgsz(metadata)
+    if imgsz:
+        h, w = imgsz
+        return ((h, h, h), (w, w, w)), f"H x W {h}x{w} from the model's metadata imgsz"
+    if "character" in metadata:
+        (h, _, _), (wlo, wopt, whi) = PADDLE_REC_HW
+        return PADDLE_REC_HW, (f"a PaddleOCR recognizer (metadata 'character'): H {h}, W {wlo}..{whi} "
+                               f"(opt {wopt}) as PaddleOCR feeds text crops")
+    return None, ""
+
+
+def _dim_range(spec: TensorSpec, axis: int, hw: Any) -> tuple[int, int, int]:
+    dim = spec.shape[axis]
+    if isinstance(dim, int):
+        return dim, dim, dim
+    if axis == 0:
+        return BUILD_BATCH
+    if hw is not None and spec.rank == 4 and axis in (2, 3):
+        return hw[axis - 2]
+    return BUILD_SIZE, BUILD_SIZE, BUILD_SIZE
+
+
+def _flags(inputs: tuple[TensorSpec, ...], metadata: dict[str, str]) -> tuple[str | None, str]:
     dynamic = [s for s in inputs if s.is_dynamic]
     if not dynamic:
         return None, ""
     lo, mid, hi = BUILD_BATCH
+    hw, source = _hw_ranges(metadata)
+    ranges = {s.name: [_dim_range(s, axis, hw) for axis in range(s.rank)] for s in dynamic}
     note = f"dynamic axis 0 taken as the batch: min {lo} opt {mid} max {hi}"
-    if any(axis > 0 for s in dynamic for axis in s.dynamic_axes):
-        note += f"; other dynamic axes fixed at {BUILD_SIZE}, widen them to the sizes your data needs"
-    return flags_for(dynamic, batch=BUILD_BATCH, size=BUILD_SIZE), note
+    others = [(s, a) for s in dynamic for a in s.dynamic_axes if a > 0]
+    covered = hw is not None and all(s.rank == 4 and a in (2, 3) for s, a in others)
+    if others and covered:
+        note += f"; {source}"
+    elif others:
+        note += (f"; the other dynamic axes get {BUILD_SIZE} as a PLACEHOLDER (the model records no input size): "
+                 "replace it with your data's sizes")
+    shapes = [{name: tuple(r[k] for r in dims) for name, dims in ranges.items()} for k in range(3)]
+    flags = (f"--minShapes={format_shapes(shapes[0])} --optShapes={format_shapes(shapes[1])} "
+             f"--maxShapes={format_shapes(shapes[2])}")
+    return flags, note
 
 
 def inspect_onnx(path: str | os.PathLike[str]) -> ModelInfo:
@@ -194,7 +247,7 @@ def inspect_onnx(path: str | os.PathLike[str]) -> ModelInfo:
             loc = next((e.value for e in tensor.external_data if e.key == "location"), "")
             if loc and loc not in external:
                 external.append(loc)
-    flags, note = _flags(inputs)
+    flags, note = _flags(inputs, {p.key: p.value for p in model.metadata_props})
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
     return ModelInfo(
         path=str(path),
@@ -215,7 +268,12 @@ def inspect_onnx(path: str | os.PathLike[str]) -> ModelInfo:
 
 
 def inspect_model(path: str | os.PathLike[str]) -> Any:
-    """Inspect an ONNX model (:class:`ModelInfo`) or a TensorRT engine (``trtkit.engine_info``)."""
+    """Inspect an ONNX model (:class:`ModelInfo`) or a TensorRT engine (``trtkit.engine_info``).
+
+    A file with an engine suffix must pass the same container check ``trtkit run`` applies
+    (:func:`trtkit.engine_file.read_engine_file`); an ONNX model renamed to ``.plan`` is
+    refused with a rename hint rather than inspected as ONNX, so ``inspect`` and ``run`` agree.
+    """
     from .backends import ENGINE_SUFFIXES
 
     if Path(path).suffix.lower() in ENGINE_SUFFIXES:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ._optional import require
 from .atomic import atomic_output
-from .errors import ModelLoadError
+from .datagen import check_array_size
+from .errors import ModelLoadError, SpecError
 from .spec import TensorSpec, format_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +37,7 @@ __all__ = [
     "run_onnxruntime",
     "OutputError",
     "compare_outputs",
+    "check_tolerances",
 ]
 
 # protobuf cannot serialize a single message above 2 GiB; bigger models need external data.
@@ -198,8 +200,11 @@ def random_inputs(
     for spec in specs:
         shape = tuple(shapes[spec.name])
         dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        check_array_size(spec.name, shape, dtype)
+        if dtype == np.float64:
+            feeds[spec.name] = rng.standard_normal(shape)
+        elif dtype.kind == "f":  # drawn in float32: half the memory of float64 then a cast
+            feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         elif dtype.kind == "b":
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
         else:
@@ -211,7 +216,9 @@ def run_onnxruntime(model: "onnx.ModelProto | str | os.PathLike[str]", feeds: Ma
     """Run once with ONNX Runtime on the CPU. Raises ``onnxruntime``'s own errors; callers word them."""
     ort = require("onnxruntime")
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    # Fatal only: every ORT failure is re-raised by the caller with its message, so ORT's own
+    # colored "[E:onnxruntime:...]" log line would print the same error twice, before ours.
+    opts.log_severity_level = 4
     source: Any = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
     session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
@@ -234,6 +241,16 @@ class OutputError:
             return f"{self.name}: shape [{format_shape(self.shape)}], expected [{format_shape(self.expected_shape)}]  MISMATCH"
         flag = "ok" if self.ok else "MISMATCH"
         return f"{self.name} [{format_shape(self.shape)}]: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}  {flag}"
+
+
+def check_tolerances(values: Iterable[tuple[str, float]]) -> None:
+    """Every ``(flag, value)`` must be a number >= 0; a negative (or NaN) tolerance fails every output.
+
+    Shared by ``compare``, ``reshape`` and ``export`` so all three refuse with the same words.
+    """
+    for flag, value in values:
+        if not value >= 0:  # also catches NaN
+            raise SpecError(f"tolerance {flag}={value} must be a number >= 0 (0 means exact); give a non-negative value")
 
 
 def compare_outputs(

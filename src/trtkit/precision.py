@@ -26,9 +26,12 @@ from .errors import BuildError
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["PrecisionPlan", "plan_precision", "has_qdq", "convert_to_fp16", "KEEP_FP32_OPS"]
+__all__ = ["PrecisionPlan", "plan_precision", "has_qdq", "convert_to_fp16", "KEEP_FP32_OPS", "QDQ_INT8"]
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# The recorded precision of a Q/DQ graph built with or without --int8: INT8 is used either way,
+# so "fp32" would misreport it.
+QDQ_INT8 = "int8 (explicit Q/DQ)"
 
 # Ops kept in float32 by the FP16 conversion, on top of onnxconverter-common's own
 # DEFAULT_OP_BLOCK_LIST (Resize, Range, TopK, NonMaxSuppression, Min/Max, CumSum...).
@@ -61,7 +64,7 @@ KEEP_FP32_OPS = (
 class PrecisionPlan:
     """How one build reaches the requested precision."""
 
-    precision: str  # what the user asked for
+    precision: str  # what is built (recorded in the summary and sidecar), e.g. "fp16" or QDQ_INT8
     strongly_typed: bool  # create the network with NetworkDefinitionCreationFlag.STRONGLY_TYPED
     builder_flags: tuple[str, ...] = ()  # BuilderFlag names (weakly typed TensorRT 10 only)
     convert: str | None = None  # "fp16": convert the ONNX graph before parsing
@@ -85,8 +88,10 @@ def _need_qdq(precision: str, backend: str) -> BuildError:
 def _plan_strongly_typed(precision: str, backend: str, qdq: bool) -> PrecisionPlan:
     """TensorRT 11 / TensorRT-RTX: precision is whatever the graph says."""
     if precision == "fp32":
-        notes = ("the graph has Q/DQ nodes: INT8 is used where they say so (strongly typed build)",) if qdq else ()
-        return PrecisionPlan(precision, True, notes=notes)
+        if qdq:
+            return PrecisionPlan(QDQ_INT8, True, notes=(
+                "the graph has Q/DQ nodes: INT8 is used where they say so (strongly typed build)",))
+        return PrecisionPlan(precision, True)
     if precision == "fp16":
         return PrecisionPlan(
             precision,
@@ -100,7 +105,7 @@ def _plan_strongly_typed(precision: str, backend: str, qdq: bool) -> PrecisionPl
     if precision == "int8":
         if not qdq:
             raise _need_qdq(precision, backend)
-        return PrecisionPlan(precision, True, notes=("INT8 from the graph's Q/DQ nodes (explicit quantization)",))
+        return PrecisionPlan(QDQ_INT8, True, notes=("INT8 from the graph's Q/DQ nodes (explicit quantization)",))
     if precision == "bf16":
         raise BuildError(
             f"--bf16 on {backend}: networks are strongly typed there, so BF16 must come from the ONNX graph, and "
@@ -117,14 +122,14 @@ def _plan_weakly_typed(precision: str, backend: str, qdq: bool) -> PrecisionPlan
     """TensorRT 10: builder flags; TensorRT chooses per layer among the allowed precisions."""
     if precision == "fp32":
         if qdq:
-            return PrecisionPlan(precision, False, ("INT8",), notes=("the graph has Q/DQ nodes: INT8 builder flag set for them",))
+            return PrecisionPlan(QDQ_INT8, False, ("INT8",), notes=("the graph has Q/DQ nodes: INT8 builder flag set for them",))
         return PrecisionPlan(precision, False)
     if precision in ("fp16", "bf16"):
         return PrecisionPlan(precision, False, (precision.upper(),))
     if precision == "int8":
         if not qdq:
             raise _need_qdq(precision, backend)
-        return PrecisionPlan(precision, False, ("INT8",))
+        return PrecisionPlan(QDQ_INT8, False, ("INT8",))
     # best: every precision TensorRT 10 can pick by itself. INT8 without Q/DQ would need a calibrator.
     if qdq:
         return PrecisionPlan(precision, False, ("FP16", "BF16", "INT8"))

@@ -111,8 +111,23 @@ def _npz_arrays(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray
     return arrays
 
 
+def _check_finite(arr: np.ndarray, name: str, source: str) -> None:
+    """NaN/Inf would reach ORT's calibrator, which fails with a bare ``AssertionError: scale issue``."""
+    if arr.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite.reshape(arr.shape[0], -1).all(axis=1)) if arr.ndim else np.array([0])
+    raise SpecError(
+        f"calibration array {name!r} in {source} holds {int(np.isnan(arr).sum())} NaN and {int(np.isinf(arr).sum())} "
+        f"Inf value(s) (first in sample {int(bad[0])} along axis 0, {len(bad)} sample(s) affected); calibration needs "
+        "finite data: fix the preprocessing that produced it, or drop those samples"
+    )
+
+
 def _split(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], source: str) -> Iterator[dict[str, np.ndarray]]:
-    """Cut arrays stacked on axis 0 into model-sized batches, checking dtype and shape (never casting)."""
+    """Cut arrays stacked on axis 0 into model-sized batches, checking dtype, shape and finiteness (never casting)."""
     counts = set()
     for spec in specs:
         arr = arrays[spec.name]
@@ -127,6 +142,7 @@ def _split(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], source: s
                 f"calibration array {spec.name!r} in {source} has shape {list(arr.shape)}; expected samples stacked on "
                 f"axis 0 in multiples of the model batch {batch}, each like {spec.display_shape()}"
             )
+        _check_finite(arr, spec.name, source)
         counts.add(arr.shape[0] // batch)
     if len(counts) != 1:
         raise ShapeError(f"calibration arrays in {source} hold different numbers of samples ({sorted(counts)}); give each input the same count")
@@ -179,6 +195,24 @@ def _image_feed(path: Path, spec: TensorSpec, hw: tuple[int, int], config: Quant
     return {spec.name: np.ascontiguousarray(x.transpose(2, 0, 1)[None])}
 
 
+def _image_options(config: QuantizeConfig) -> list[str]:
+    """The image preprocessing options set away from their defaults (CLI spelling)."""
+    defaults = QuantizeConfig(calib=config.calib)
+    return [flag for flag, attr in (("--image-size", "image_size"), ("--mean", "mean"), ("--std", "std"), ("--bgr", "bgr"))
+            if getattr(config, attr) != getattr(defaults, attr)]
+
+
+def _refuse_image_options(config: QuantizeConfig, what: str) -> None:
+    """Preprocessing options only apply to images; arrays are used as they are, so ignoring them would be silent."""
+    given = _image_options(config)
+    if given:
+        raise SpecError(
+            f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to image calibration only, but --calib {what} "
+            "holds arrays, which are fed exactly as saved (already preprocessed). Drop "
+            f"{'it' if len(given) == 1 else 'them'}, or preprocess the arrays before saving them"
+        )
+
+
 def _directory_feeds(root: Path, specs: Sequence[TensorSpec], config: QuantizeConfig) -> Iterator[dict[str, np.ndarray]]:
     files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     kinds = {
@@ -193,6 +227,8 @@ def _directory_feeds(root: Path, specs: Sequence[TensorSpec], config: QuantizeCo
             f"({', '.join(IMAGE_SUFFIXES)}); found {', '.join(used) or 'none of them'}"
         )
     kind = used[0]
+    if kind != "image":
+        _refuse_image_options(config, f"{str(root)!r} (.{kind} files)")
     if kind == "npz":
         for p in kinds["npz"]:
             yield from _split(_npz_arrays(p, specs), specs, repr(str(p)))
@@ -215,6 +251,7 @@ def calibration_feeds(specs: Sequence[TensorSpec], config: QuantizeConfig) -> tu
     if src.is_dir():
         it, what = _directory_feeds(src, specs, config), f"directory {str(src)!r}"
     elif src.is_file() and src.suffix.lower() == ".npz":
+        _refuse_image_options(config, f"{str(src)!r} (.npz)")
         it, what = _split(_npz_arrays(src, specs), specs, repr(str(src))), f"{str(src)!r}"
     elif src.exists():
         raise SpecError(f"--calib {str(src)!r}: expected a .npz file or a directory of .npz/.npy/image files")
@@ -252,9 +289,10 @@ def quantize(model: str | os.PathLike[str], output: str | os.PathLike[str], *, c
     """Calibrate ``model`` on ``config.calib`` and write a Q/DQ INT8 ONNX model to ``output`` (atomically)."""
     from .onnx_io import io_specs, load_onnx
 
-    out = check_output_path(output, what="quantized model")
     src = Path(model)
+    out = check_output_path(output, what="quantized model", inputs=(src, config.calib))
     onnx_model = load_onnx(src)
+    _refuse_quantized(src, onnx_model)
     inputs, _ = io_specs(onnx_model)
     feeds, what = calibration_feeds(inputs, config)
     q = require("onnxruntime.quantization", purpose="trtkit quantize")
@@ -262,7 +300,7 @@ def quantize(model: str | os.PathLike[str], output: str | os.PathLike[str], *, c
               "percentile": q.CalibrationMethod.Percentile}[config.method]
     # No quant_pre_process: it imports torch through onnxruntime.tools (10+ s), and quantize_static
     # runs ONNX shape inference on the model itself, which is what the quantizer needs.
-    with atomic_output(out, what="quantized model") as tmp_out, _quiet_preprocess_advice():
+    with atomic_output(out, what="quantized model", inputs=(src, config.calib)) as tmp_out, _quiet_preprocess_advice():
         q.quantize_static(
             str(src), str(tmp_out), _reader(feeds), quant_format=q.QuantFormat.QDQ,
             op_types_to_quantize=QUANT_OPS, per_channel=config.per_channel,
@@ -277,6 +315,19 @@ def quantize(model: str | os.PathLike[str], output: str | os.PathLike[str], *, c
                 "inputs to quantize; INT8 brings nothing for this model"
             )
     return QuantizeReport(str(out), len(feeds), what, count, config.method)
+
+
+def _refuse_quantized(src: Path, onnx_model: Any) -> None:
+    """Quantizing a Q/DQ graph again would stack a second, meaningless layer of Q/DQ nodes."""
+    from .precision import QDQ_OPS
+
+    count = sum(node.op_type in QDQ_OPS for node in onnx_model.graph.node)
+    if count:
+        raise BuildError(
+            f"{str(src)!r} is already quantized: it has {count} QuantizeLinear/DequantizeLinear nodes. Quantizing it "
+            "again would add a second set; build it as it is (trtkit build MODEL --int8 ...), or quantize the "
+            "original FP32 model instead"
+        )
 
 
 @contextlib.contextmanager

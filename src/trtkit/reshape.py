@@ -29,7 +29,7 @@ import numpy as np
 from ._optional import require
 from .atomic import check_output_path
 from .errors import ReshapeError, ShapeError, SpecError
-from .onnx_io import OutputError, compare_outputs, io_specs, load_onnx, random_inputs, run_onnxruntime, save_onnx
+from .onnx_io import OutputError, check_tolerances, compare_outputs, io_specs, load_onnx, random_inputs, run_onnxruntime, save_onnx
 from .reshape_rules import infer, rewrite_reshapes, rewrite_resizes, static_shapes, suspects
 from .spec import Dim, Shape, TensorSpec, format_shape, format_shapes, suggest_name, validate_shapes
 
@@ -51,8 +51,10 @@ def _shape_pairs(value: Any) -> tuple[tuple[str, Shape], ...]:
 class ReshapeConfig:
     """What to change. ``shapes`` (fix) and ``dynamic_batch``/``dynamic`` (free) exclude each other.
 
-    ``check_shapes`` gives concrete shapes for dims that stay dynamic, used only
-    for the ONNX Runtime check (default: batch 1, other dims 64).
+    ``check_shapes`` gives concrete shapes for the ONNX Runtime check, in terms
+    of the *reshaped* model: sizes for dims that stay dynamic (default: batch 1,
+    other dims 64), and optionally another size for an axis this call frees
+    (the reshaped model is then also run there).
     """
 
     shapes: tuple[tuple[str, Shape], ...] = ()  # a dict {name: shape} is accepted too
@@ -67,6 +69,7 @@ class ReshapeConfig:
         object.__setattr__(self, "shapes", _shape_pairs(self.shapes))
         object.__setattr__(self, "check_shapes", _shape_pairs(self.check_shapes))
         object.__setattr__(self, "dynamic", _shape_pairs(self.dynamic))
+        check_tolerances([("atol", self.atol), ("rtol", self.rtol)])
         if self.shapes and self.frees_axes:
             raise SpecError(
                 "--shapes (make inputs static) conflicts with --dynamic-batch/--dynamic (make axes dynamic); "
@@ -183,17 +186,28 @@ def _clear_output_shapes(model: "onnx.ModelProto") -> None:
 # ------------------------------------------------------------------ checking
 
 
-def _base_shapes(inputs: tuple[TensorSpec, ...], config: ReshapeConfig) -> dict[str, Shape]:
-    """Concrete shapes at which the ORIGINAL model runs for the check."""
+def _check_shapes(
+    inputs: tuple[TensorSpec, ...], new_inputs: tuple[TensorSpec, ...], config: ReshapeConfig
+) -> tuple[dict[str, Shape], dict[str, Shape]]:
+    """(base, wanted): where the ORIGINAL model runs for the check, and where the user asked the new one to run.
+
+    ``--check-shapes`` describes the *reshaped* model (it may give a size for an
+    axis this call makes dynamic), so it is validated against the new specs.
+    The original can only run at its own static sizes, so ``base`` keeps those;
+    ``wanted`` differs from ``base`` only where the user chose another size
+    for a freed axis, and the reshaped model is then also run there.
+    """
     given = dict(config.check_shapes)
-    validate_shapes(inputs, given, what="--check-shapes")
+    validate_shapes(new_inputs, given, what="--check-shapes")
     given.update(dict(config.shapes))
-    return {
+    wanted = {
         s.name: tuple(given[s.name]) if s.name in given else tuple(
             d if isinstance(d, int) else (1 if a == 0 else DEFAULT_DYNAMIC) for a, d in enumerate(s.shape)
         )
         for s in inputs
     }
+    base = {s.name: tuple(d if isinstance(d, int) else w for d, w in zip(s.shape, wanted[s.name])) for s in inputs}
+    return base, wanted
 
 
 class _Checker:
@@ -268,9 +282,12 @@ def _check(original: "onnx.ModelProto", model: "onnx.ModelProto", plan: Mapping[
            config: ReshapeConfig, hint: str) -> _Checker:
     inputs, _ = io_specs(original)
     checker = _Checker(original, model, config, hint)
-    base = _base_shapes(inputs, config)
+    base, wanted = _check_shapes(inputs, io_specs(model)[0], config)
     feeds = random_inputs(inputs, base, seed=config.seed)
     checker.compare(f"at {format_shapes(base)} (vs the original)", checker.run("original", feeds), checker.run("reshaped", feeds))
+    if wanted != base:
+        checker.run("reshaped", random_inputs(inputs, wanted, seed=config.seed + 30))
+        checker.checks.append(f"runs at {format_shapes(wanted)} (--check-shapes)")
     if not config.frees_axes:
         return checker
     freed = {n: [a for a, d in enumerate(dims) if isinstance(d, str) and a < len(base[n]) and isinstance(
@@ -349,7 +366,7 @@ def _hint(original: "onnx.ModelProto", inputs: tuple[TensorSpec, ...], plan: Map
 def reshape(model_path: str | os.PathLike[str], output: str | os.PathLike[str], *, config: ReshapeConfig) -> ReshapeReport:
     """Make inputs static or dynamic, re-infer shapes, verify with ONNX Runtime, write ``output`` atomically."""
     onnx = require("onnx")
-    target = check_output_path(output, what="reshape output")
+    target = check_output_path(output, what="reshape output", inputs=(model_path,))
     original = load_onnx(model_path)
     inputs, outputs_before = io_specs(original)
     plan = _plan_dynamic(inputs, config) if config.frees_axes else _plan_static(inputs, config)

@@ -2,7 +2,7 @@
 
 A *source* is a path to ``.onnx``/``.plan``/``.engine``/``.trt`` (opened with
 :func:`trtkit.load`) or a PyTorch module reference, ``file.py:factory`` or
-``pkg.mod:attr`` (loaded with ``trtkit.export.load_module``, run in eval mode
+``pkg.mod:attr`` (loaded with ``trtkit.torch_source.load_torch_source``, run in eval mode
 under ``torch.no_grad()`` on CPU). Every source runs on numpy arrays and
 returns ``[(name or None, array), ...]`` in output order.
 """
@@ -81,11 +81,16 @@ def is_torch_source(text: str) -> bool:
 
 
 class Source:
-    """One runnable side of a comparison. ``specs`` is None for PyTorch sources (they take the other side's)."""
+    """One runnable side of a comparison. ``specs`` is None for PyTorch sources (they take the other side's).
+
+    ``fresh`` is True for a PyTorch class constructed without weights: its
+    outputs come from a random init, the usual reason a comparison fails.
+    """
 
     label: str
     specs: tuple[TensorSpec, ...] | None = None
     description: str = ""
+    fresh: bool = False
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> list[tuple[str | None, np.ndarray]]:
         raise NotImplementedError
@@ -130,10 +135,11 @@ class _TorchSource(Source):
                 "on the CPU, so drop the backend option for that side"
             )
         self.torch = require("torch", purpose=f"running PyTorch source {ref!r}")
-        from .export import load_module  # written with the export command; imports torch lazily
+        from .torch_source import load_torch_source  # imports torch lazily
 
         self.label = ref
-        self.module = load_module(ref, weights=config.weights)
+        loaded = load_torch_source(ref, weights=config.weights)
+        self.module, self.fresh = loaded.module, loaded.fresh
         self.module.eval()
         self.description = f"torch {self.torch.__version__} (cpu, eval, no_grad)"
 

@@ -149,6 +149,11 @@ def _parse_dims(text: str, *, item: str, full: str) -> Shape:
                 f"shape {text!r} for {item!r} in {full!r} is not a list of non-negative integers "
                 "joined by 'x'; expected e.g. 1x3x640x640 (dynamic dims take a concrete size in a shape spec)"
             )
+        if int(p) == 0:
+            raise SpecError(
+                f"shape {text!r} for {item!r} in {full!r} has a 0 dim; dims must be >= 1 "
+                "(an empty tensor cannot be run or profiled), e.g. 1x3x640x640"
+            )
         dims.append(int(p))
     return tuple(dims)
 

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from .spec import suggest_name
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["load_module", "load_module_with_note"]
+__all__ = ["LoadedModule", "load_module", "load_module_with_note", "load_torch_source"]
 
 
 def _import_file(path: Path) -> Any:
@@ -124,7 +125,22 @@ def load_module(source: str, *, weights: str | None = None) -> "torch.nn.Module"
     return load_module_with_note(source, weights=weights)[0]
 
 
+@dataclass(frozen=True)
+class LoadedModule:
+    """A loaded source. ``fresh``: NAME is a class and no weights were given, so its weights are its random init."""
+
+    module: "torch.nn.Module"
+    note: str = ""
+    fresh: bool = False
+
+
 def load_module_with_note(source: str, *, weights: str | None = None) -> tuple["torch.nn.Module", str]:
+    loaded = load_torch_source(source, weights=weights)
+    return loaded.module, loaded.note
+
+
+def load_torch_source(source: str, *, weights: str | None = None) -> LoadedModule:
+    """Like :func:`load_module`, and says whether the module is freshly constructed (random weights)."""
     torch = require("torch", purpose="trtkit export")
     where, sep, attr = source.rpartition(":")
     if not sep or not where or not attr:
@@ -134,6 +150,7 @@ def load_module_with_note(source: str, *, weights: str | None = None) -> tuple["
     if not hasattr(module, attr):
         names = [n for n, v in vars(module).items() if not n.startswith("_") and callable(v) or isinstance(v, torch.nn.Module)]
         raise ExportError(f"{where!r} has no attribute {attr!r}.{suggest_name(attr, names)} Available: {', '.join(names[:20])}")
-    model = _instantiate(getattr(module, attr), source, torch)
+    obj = getattr(module, attr)
+    model = _instantiate(obj, source, torch)
     note = _load_weights(model, weights, torch) if weights else ""
-    return model.eval(), note
+    return LoadedModule(model.eval(), note, fresh=isinstance(obj, type) and not weights)

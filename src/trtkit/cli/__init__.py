@@ -13,7 +13,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import TrtkitError
 
@@ -33,6 +33,29 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that lets options come between positionals
+    (``trtkit predict --task detect MODEL --conf 0.3 IMG``).
+
+    Plain ``parse_args`` stops filling positionals at the first option and rejects
+    later ones as "unrecognized arguments"; the stdlib's ``parse_known_intermixed_args``
+    parses options first, then all positionals. The main parser reaches a subparser
+    through ``parse_known_args``, hence the override; the flag stops the recursion,
+    as the stdlib implementation calls ``parse_known_args`` itself.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or (``only``) just one command's, so a command imports only its own module."""
     from .. import __version__
@@ -42,7 +65,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="From a trained model to a fast TensorRT engine: export, inspect, reshape, build, run, compare, bench, predict.",
     )
     parser.add_argument("--version", action="version", version=f"trtkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name, module in COMMANDS.items():
         if only is not None and name != only:
             continue

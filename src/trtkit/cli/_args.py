@@ -3,38 +3,86 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..errors import SpecError
 from ..spec import RuntimeConfig, ShapeProfile, parse_shapes
 
-__all__ = ["add_shape_args", "profile_from_args", "shapes_from_args", "add_runtime_args", "runtime_from_args"]
+__all__ = [
+    "OnceAction",
+    "add_shape_args",
+    "reject_repeated",
+    "profile_from_args",
+    "shapes_from_args",
+    "add_runtime_args",
+    "runtime_from_args",
+]
+
+_REPEATS = "_repeated_flags"
+
+
+class OnceAction(argparse.Action):
+    """A flag that may be given once: argparse's default keeps the last value and drops the others silently.
+
+    The repeat is recorded, not raised here, so that it is reported as a clean
+    ``error: ...`` (exit 1) by :func:`reject_repeated` rather than as a usage
+    error in the middle of parsing.
+    """
+
+    def __call__(self, parser: Any, ns: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        first = getattr(ns, self.dest, None)
+        if first is not None:
+            flag = option_string or self.option_strings[0]
+            repeats = getattr(ns, _REPEATS, None) or []
+            setattr(ns, _REPEATS, repeats + [(flag, str(first), str(values))])
+            return
+        setattr(ns, self.dest, values)
+
+
+def reject_repeated(args: argparse.Namespace) -> None:
+    """Raise SpecError when a once-only flag (see :class:`OnceAction`) was given more than once."""
+    repeats = getattr(args, _REPEATS, None)
+    if not repeats:
+        return
+    flag, first, second = repeats[0]
+    joined = f"{first},{second}" if flag.lower().endswith("shapes") else first
+    raise SpecError(
+        f"{flag} is given more than once ({first!r} and {second!r}); only one would be used. "
+        f"Give it once, listing every input in it, e.g. {flag} {joined}"
+    )
 
 
 def add_shape_args(parser: argparse.ArgumentParser, *, ranges: bool = True) -> None:
     parser.add_argument(
         "--shapes",
+        action=OnceAction,
         metavar="SPEC",
         help="concrete input shapes in trtexec syntax, e.g. input.1:1x3x640x640,other:1x4 "
         "(quote names with commas: 'a,b':1x3)",
     )
     if ranges:
         for flag in ("minShapes", "optShapes", "maxShapes"):
-            parser.add_argument(f"--{flag}", metavar="SPEC", help=f"{flag[:3]} shapes of an optimization profile (trtexec syntax)")
+            parser.add_argument(f"--{flag}", action=OnceAction, metavar="SPEC", help=f"{flag[:3]} shapes of an optimization profile (trtexec syntax)")
 
 
 def shapes_from_args(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
-    return parse_shapes(args.shapes) if getattr(args, "shapes", None) else None
+    """--shapes parsed; None when absent. ``--shapes ""`` is an empty spec and raises, not "no shapes"."""
+    reject_repeated(args)
+    text = getattr(args, "shapes", None)
+    return None if text is None else parse_shapes(text)
 
 
 def profile_from_args(args: argparse.Namespace) -> ShapeProfile | None:
     """--shapes, or --minShapes/--optShapes/--maxShapes; both at once is a conflict."""
+    reject_repeated(args)
     ranges = [getattr(args, f, None) for f in ("minShapes", "optShapes", "maxShapes")]
-    if args.shapes and any(ranges):
+    given = [r is not None for r in ranges]
+    if args.shapes is not None and any(given):
         raise SpecError("--shapes and --minShapes/--optShapes/--maxShapes conflict; use --shapes for a fixed shape or the three range flags")
-    if args.shapes:
+    if args.shapes is not None:
         return ShapeProfile.fixed(parse_shapes(args.shapes))
-    if any(ranges):
-        lo, mid, hi = (parse_shapes(r) if r else {} for r in ranges)
+    if any(given):
+        lo, mid, hi = (parse_shapes(r) if r is not None else {} for r in ranges)
         return ShapeProfile.from_shapes(min=lo, opt=mid, max=hi)
     return None
 

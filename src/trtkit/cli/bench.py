@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..atomic import check_output_path
 from ..errors import BenchError
-from ._args import runtime_from_args, shapes_from_args
+from ._args import OnceAction, runtime_from_args, shapes_from_args
 
 if TYPE_CHECKING:
     from ..bench import BenchTarget
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "--compare m.onnx@ort-cpu m.onnx@ort-cuda m.engine")
     p.add_argument("--backend", action="append", default=[], choices=BACKEND_CHOICES,
                    help="runtime (repeatable: each model without @BACKEND runs on each one); default auto")
-    p.add_argument("--shapes", metavar="SPEC", help="input shapes, trtexec syntax (with --batch: without the batch axis, "
+    p.add_argument("--shapes", action=OnceAction, metavar="SPEC", help="input shapes, trtexec syntax (with --batch: without the batch axis, "
                                                      "e.g. images:3x640x640)")
     p.add_argument("--batch", metavar="LIST", help="sweep axis 0 of every input over these sizes, e.g. 1,8,32")
     p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time in ms (default 200)")

@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
     b.add_argument("--memPoolSize", metavar="POOL:SIZE", help="workspace limit, e.g. workspace:4096M (units K/M/G, bare = MiB)")
     b.add_argument("--timingCacheFile", metavar="FILE", help="timing cache (default ~/.cache/trtkit/timing-<backend>-<version>.cache)")
     b.add_argument("--builderOptimizationLevel", type=int, metavar="N", help="0 (fastest build) .. 5; TensorRT default 3")
-    b.add_argument("--device", type=int, default=0, help="CUDA device to build on (full TensorRT)")
+    b.add_argument("--device", type=int, default=0, help="CUDA device to build on (full TensorRT; TensorRT-RTX does not use it and says so)")
     b.add_argument("--plugins", "--staticPlugins", dest="plugins", action="append", default=[], metavar="LIB.so",
                    help="plugin library to load (repeatable)")
     b.add_argument("--force", action="store_true", help="rebuild even when the engine is up to date")

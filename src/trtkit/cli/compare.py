@@ -69,4 +69,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(result.render())
         print(result.summary())
+        if not result.passed:
+            for hint in result.hints:
+                print(f"hint: {hint}")
     return 0 if result.passed else 1

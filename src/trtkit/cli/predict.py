@@ -21,6 +21,9 @@ from ._args import add_runtime_args, runtime_from_args
 TASK_CHOICES = ("classify", "detect", "face", "ocr")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "predict",
@@ -36,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--conf", type=float, help="score threshold (detect: 0.25, face: 0.5)")
     p.add_argument("--iou", type=float, help="NMS IoU threshold (detect: 0.45, face: 0.4)")
     p.add_argument("--top-k", type=int, help="classify: how many classes to report (default 5)")
-    p.add_argument("--imgsz", type=int, help="detect/face: input size for models with dynamic H/W")
+    p.add_argument("--imgsz", type=int, help="detect/face: input size for models with dynamic H/W (>= 32, a multiple of the model's stride)")
     p.add_argument("--batch", type=int, default=1, help="images per inference when the batch axis is dynamic")
     p.add_argument("--det", metavar="MODEL", help="ocr: text detection model (or give it as MODEL)")
     p.add_argument("--rec", metavar="MODEL", help="ocr: text recognition model")
@@ -93,14 +96,28 @@ def open_task(args: argparse.Namespace) -> tuple[Any, list[str]]:
             det = args.model
         elif args.model is not None:
             images.insert(0, args.model)  # with --det, the first positional is an image
+        if det is not None and args.det is None and _is_image(det):
+            raise SpecError(
+                f"--task ocr needs --det DET.onnx (or DET as the first positional); {det!r} is an image, "
+                "not a model: trtkit predict --task ocr --det DET.onnx --rec REC.onnx IMAGE..."
+            )
         if det is None or args.rec is None:
             raise SpecError("--task ocr needs the detection and recognition models: --det DET.onnx --rec REC.onnx (or DET as MODEL)")
         config = cls.config_type(rec_chars=args.rec_chars)
         return cls.from_paths(det=det, rec=args.rec, cls=args.cls, runtime=runtime, config=config, backend=backend), images
     if args.model is None:
         raise SpecError(f"--task {args.task} needs MODEL (an .onnx file or an engine) followed by images")
+    if _is_image(args.model):
+        raise SpecError(
+            f"MODEL {args.model!r} is an image, not a model; give the model first: "
+            f"trtkit predict --task {args.task} MODEL.onnx IMAGE..."
+        )
     task = cls.from_path(args.model, runtime=runtime, config=_config(args, cls.config_type), backend=backend)
     return task, list(args.images)
+
+
+def _is_image(path: str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 # ---------------------------------------------------------------- running

@@ -135,6 +135,8 @@ def letterbox(
     cv2 = _cv2()
     h, w = image.shape[:2]
     th, tw = size
+    if th < 1 or tw < 1:
+        raise TaskError(f"letterbox target size must be positive (height, width), got {tuple(size)}; give the model input size")
     scale = min(th / h, tw / w)
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else image

@@ -34,7 +34,12 @@ import numpy as np
 from ..errors import TaskError
 from ..spec import RuntimeConfig, TensorSpec
 
-__all__ = ["Result", "Task", "ImageInput", "model_metadata", "describe_outputs", "read_labels", "input_dtype"]
+__all__ = [
+    "Result", "Task", "ImageInput", "model_metadata", "describe_outputs", "read_labels", "input_dtype",
+    "check_input_size", "MIN_INPUT_SIDE",
+]
+
+MIN_INPUT_SIDE = 32  # the coarsest stride of YOLO/SCRFD heads: a smaller input has no cells at that stride
 
 ImageInput = np.ndarray | str | os.PathLike  # an RGB uint8 HxWx3 array, or an image file path
 
@@ -226,3 +231,28 @@ def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
 def input_dtype(spec: TensorSpec) -> np.dtype:
     """The numpy dtype to feed ``spec`` (float16 models get float16 feeds; float32 otherwise)."""
     return np.dtype(np.float16) if spec.dtype == "float16" else np.dtype(np.float32)
+
+
+def check_input_size(size: Any, *, stride: int | None = None) -> tuple[int, int]:
+    """Validate a requested ``input_size`` (h, w) (the CLI's ``--imgsz``): two ints >= 32 and, when
+    ``stride`` is given, multiples of it. Otherwise cv2 fails on a zero size and the runtime fails
+    deep inside the model on a size its strided layers cannot concatenate."""
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+    ):
+        raise TaskError(f"input_size (--imgsz) must be (height, width) integers, got {size!r}; e.g. (640, 640)")
+    h, w = int(size[0]), int(size[1])
+    if min(h, w) < MIN_INPUT_SIDE:
+        raise TaskError(
+            f"input_size (--imgsz) must be >= {MIN_INPUT_SIDE} pixels per side, got {h}x{w}; use e.g. --imgsz 640"
+        )
+    if stride and (h % stride or w % stride):
+        bad = h if h % stride else w
+        near = [c for c in (bad // stride * stride, (bad // stride + 1) * stride) if c >= MIN_INPUT_SIDE]
+        raise TaskError(
+            f"input_size (--imgsz) must be a multiple of the model's stride {stride}, got {h}x{w}; "
+            f"use --imgsz {' or '.join(map(str, near))}"
+        )
+    return h, w

@@ -39,7 +39,7 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
-            raise TaskError(f"ClassifierConfig.top_k must be >= 1, got {self.top_k}")
+            raise TaskError(f"top_k (--top-k) must be >= 1 (got {self.top_k}); e.g. --top-k 5")
         if any(s == 0 for s in self.std):
             raise TaskError(f"ClassifierConfig.std must not contain 0, got {self.std}")
 
@@ -135,10 +135,20 @@ class Classifier(Task[ClassifierConfig, Classification]):
         num = outs[0].shape[1]
         if labels and isinstance(num, int) and len(labels) != num:
             raise TaskError(
-                f"{len(labels)} labels given but the model's output {outs[0].name!r} {outs[0].display_shape()} "
+                f"{len(labels)} labels given (--labels / labels=) but the model's output {outs[0].name!r} {outs[0].display_shape()} "
                 f"has {num} classes; give a labels file with {num} lines"
             )
+        if isinstance(num, int):
+            self._check_top_k(num)
         self.labels = labels
+
+    def _check_top_k(self, num_classes: int) -> None:
+        """More classes asked for than exist is a mistake to report, not to clamp silently."""
+        if self.config.top_k > num_classes:
+            raise TaskError(
+                f"top_k (--top-k) {self.config.top_k} is larger than the number of classes ({num_classes}) of the "
+                f"model's output {self.outputs[0].name!r}; use --top-k {num_classes} or less"
+            )
 
     def _crop_size(self) -> tuple[int, int]:
         if self.config.crop is not None:
@@ -162,6 +172,8 @@ class Classifier(Task[ClassifierConfig, Classification]):
         if softmax is None:
             softmax = not _looks_like_probabilities(row)
         probs = _softmax(row) if softmax else row
+        if not isinstance(self.outputs[0].shape[1], int):  # a static class count was checked when opening
+            self._check_top_k(probs.size)
         k = min(self.config.top_k, probs.size)
         top = np.argpartition(-probs, k - 1)[:k]
         top = top[np.argsort(-probs[top], kind="stable")]

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import TaskError
 from ..spec import TensorSpec
 from ._image import Letterbox, letterbox, nms, scale_boxes, to_tensor, xywh_to_xyxy
-from .base import Task, describe_outputs, input_dtype, model_metadata
+from .base import Task, check_input_size, describe_outputs, input_dtype, model_metadata
 from .classification import labels_from_metadata
 
 __all__ = ["DetectorConfig", "Detections", "Detector", "LAYOUTS", "find_nms_outputs"]
@@ -65,9 +65,13 @@ class DetectorConfig:
         if self.layout not in LAYOUTS:
             raise TaskError(f"DetectorConfig.layout={self.layout!r} is unknown; choose one of {', '.join(LAYOUTS)}")
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
-            raise TaskError(f"conf and iou must be in [0, 1], got conf={self.conf}, iou={self.iou}")
+            raise TaskError(
+                f"conf and iou (--conf, --iou) must be in [0, 1], got conf={self.conf}, iou={self.iou}; e.g. --conf 0.25"
+            )
         if self.max_det < 1:
-            raise TaskError(f"max_det must be >= 1, got {self.max_det}")
+            raise TaskError(f"DetectorConfig.max_det must be >= 1, got {self.max_det}")
+        if self.input_size is not None:
+            check_input_size(self.input_size)
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class Detector(Task[DetectorConfig, Detections]):
             )
         meta = model_metadata(self.backend, self.model_path)
         self.labels = self.config.labels or labels_from_metadata(meta)
+        self.stride = _stride(meta)
         self.input_size = self._input_size(meta)
         self.layout = self._detect_layout()
 
@@ -145,12 +150,13 @@ class Detector(Task[DetectorConfig, Detections]):
         if isinstance(h, int) and isinstance(w, int):
             if given is not None and tuple(given) != (h, w):
                 raise TaskError(
-                    f"DetectorConfig.input_size={given} conflicts with the model's static input "
-                    f"{self.inputs[0].display_shape()}; drop input_size or set it to ({h}, {w})"
+                    f"input_size (--imgsz) {given[0]}x{given[1]} conflicts with the model's static input "
+                    f"{self.inputs[0].display_shape()}; drop --imgsz / input_size or set it to {h}"
+                    + (f"x{w}" if h != w else "")
                 )
             return h, w
         if given is not None:
-            return int(given[0]), int(given[1])
+            return check_input_size(given, stride=self.stride)
         import ast
 
         try:
@@ -286,6 +292,21 @@ class Detector(Task[DetectorConfig, Detections]):
             mine[:, 0] = 0
             part[sel_name] = mine
         return rest
+
+
+def _stride(meta: Mapping[str, str]) -> int:
+    """The model's coarsest stride: Ultralytics' ``stride`` metadata (an int, or a list per head), else 32."""
+    import ast
+
+    try:
+        value = ast.literal_eval(meta.get("stride", "None"))
+    except (ValueError, SyntaxError):
+        value = None
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+        value = max(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    return 32
 
 
 def _onnx_nms_outputs(outputs: tuple[TensorSpec, ...]) -> tuple[str, str, str] | None:

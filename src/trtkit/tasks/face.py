@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import TaskError
 from ..spec import TensorSpec
 from ._image import Letterbox, letterbox, nms, scale_boxes, scale_points, to_tensor
-from .base import Task, describe_outputs, input_dtype
+from .base import Task, check_input_size, describe_outputs, input_dtype
 from .detection import find_nms_outputs
 
 __all__ = ["FaceDetectorConfig", "Faces", "FaceDetector", "SCRFD_STRIDES", "anchor_centers", "group_scrfd_heads"]
@@ -44,9 +44,13 @@ class FaceDetectorConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.conf <= 1.0 or not 0.0 <= self.iou <= 1.0:
-            raise TaskError(f"conf and iou must be in [0, 1], got conf={self.conf}, iou={self.iou}")
+            raise TaskError(
+                f"conf and iou (--conf, --iou) must be in [0, 1], got conf={self.conf}, iou={self.iou}; e.g. --conf 0.5"
+            )
         if self.max_det < 1 or self.anchors < 1:
-            raise TaskError(f"max_det and anchors must be >= 1, got {self.max_det}, {self.anchors}")
+            raise TaskError(f"FaceDetectorConfig.max_det and anchors must be >= 1, got {self.max_det}, {self.anchors}")
+        if self.input_size is not None:
+            check_input_size(self.input_size)
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,12 @@ class FaceDetector(Task[FaceDetectorConfig, Faces]):
         if isinstance(h, int) and isinstance(w, int):
             if given is not None and tuple(given) != (h, w):
                 raise TaskError(
-                    f"FaceDetectorConfig.input_size={given} conflicts with the model's static input "
-                    f"{self.inputs[0].display_shape()}; drop input_size or set it to ({h}, {w})"
+                    f"input_size (--imgsz) {given[0]}x{given[1]} conflicts with the model's static input "
+                    f"{self.inputs[0].display_shape()}; drop --imgsz / input_size or set it to {h}"
+                    + (f"x{w}" if h != w else "")
                 )
             return h, w
-        return (int(given[0]), int(given[1])) if given is not None else (640, 640)
+        return check_input_size(given, stride=max(SCRFD_STRIDES)) if given is not None else (640, 640)
 
     def _group_heads(self) -> dict[int, dict[str, str]]:
         heads = group_scrfd_heads(self.outputs, self.input_size, anchors=self.config.anchors)

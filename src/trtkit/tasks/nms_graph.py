@@ -32,7 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..atomic import atomic_output, check_output_path
-from ..errors import ModelLoadError, TaskError
+from ..errors import TaskError
+from ..onnx_io import load_onnx
 from ..spec import TensorSpec
 
 __all__ = ["AddNmsConfig", "add_nms", "OUTPUT_NAMES"]
@@ -56,16 +57,16 @@ class AddNmsConfig:
 
     def __post_init__(self) -> None:
         if self.task not in ("detect", "face"):
-            raise TaskError(f"add-nms task must be 'detect' or 'face', got {self.task!r}")
+            raise TaskError(f"add-nms task (--task) must be 'detect' or 'face', got {self.task!r}")
         if self.layout not in ("auto", "yolov8", "yolov5"):
             raise TaskError(
-                f"add-nms layout must be auto, yolov8 or yolov5, got {self.layout!r} "
+                f"add-nms layout (--layout) must be auto, yolov8 or yolov5, got {self.layout!r} "
                 "(YOLOX: export with --decode_in_inference and use yolov5)"
             )
         if self.max_det < 1:
-            raise TaskError(f"add-nms max_det must be >= 1, got {self.max_det}")
+            raise TaskError(f"add-nms max_det (--max-det) must be >= 1, got {self.max_det}")
         if not 0.0 <= self.iou <= 1.0 or not 0.0 <= self.conf <= 1.0:
-            raise TaskError(f"add-nms iou and conf must be in [0, 1], got iou={self.iou}, conf={self.conf}")
+            raise TaskError(f"add-nms iou and conf (--iou, --conf) must be in [0, 1], got iou={self.iou}, conf={self.conf}")
         if self.efficient_nms and self.task == "face":
             raise TaskError(
                 "EfficientNMS_TRT has no landmark output, so it cannot serve --task face; "
@@ -128,18 +129,6 @@ def _specs(graph: Any) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def _load(model: str | os.PathLike[str]) -> Any:
-    import onnx
-
-    p = Path(model)
-    if not p.is_file():
-        raise ModelLoadError(f"model {str(p)!r} does not exist or is not a file; give the detector's .onnx file")
-    try:
-        return onnx.load(str(p))
-    except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
-        raise ModelLoadError(f"cannot read {str(p)!r} as an ONNX model ({exc}); give an .onnx file") from exc
-
-
 def _opset(model: Any) -> int:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if version < 11:
@@ -154,12 +143,8 @@ def _opset(model: Any) -> int:
 
 def _yolo_heads(g: _Graph, specs: tuple[TensorSpec, ...], layout: str) -> tuple[str, str, None]:
     """boxes [B,N,4] x1y1x2y2 and per-class scores [B,C,N] from a YOLO output."""
-    if len(specs) < 1 or specs[0].rank != 3:
-        raise _layout_error("detect", specs)
-    out = specs[0]
-    _, a, b = out.shape
-    if layout == "auto":
-        layout = "yolov8" if isinstance(a, int) and (not isinstance(b, int) or a < b) else "yolov5"
+    out = _yolo_output(specs)
+    layout = _yolo_layout(out, layout, specs)
     if layout == "yolov8":
         chw = out.name  # [B, 4+C, N]
         boxes = g.op("Transpose", [g.slice(chw, 1, 0, 4)], perm=[0, 2, 1])
@@ -173,6 +158,55 @@ def _yolo_heads(g: _Graph, specs: tuple[TensorSpec, ...], layout: str) -> tuple[
     half = g.op("Mul", [wh, g.const(0.5, np.float32)])
     xyxy = g.op("Concat", [g.op("Sub", [xy, half]), g.op("Add", [xy, half])], axis=2)
     return xyxy, scores, None
+
+
+def _yolo_output(specs: tuple[TensorSpec, ...]) -> TensorSpec:
+    """The one rank-3 YOLO output; anything else (SCRFD heads, logits, several outputs) is refused."""
+    if _looks_like_scrfd(specs):
+        raise _layout_error("detect", specs, hint="These look like SCRFD face heads: use --task face "
+                            "(AddNmsConfig(task='face'))")
+    if len(specs) != 1 or specs[0].rank != 3:
+        raise _layout_error("detect", specs)
+    return specs[0]
+
+
+def _looks_like_scrfd(specs: tuple[TensorSpec, ...]) -> bool:
+    from .face import group_scrfd_heads
+
+    names = [s.name.lower() for s in specs]
+    named = any(n.startswith(("score_", "bbox_", "kps_")) for n in names)
+    return named or (len(specs) in (6, 9) and group_scrfd_heads(specs, (0, 0)) is not None)
+
+
+def _fits_v8(a: Any, b: Any) -> bool:
+    """[B, 4+C, N]: 4+C static and >= 5, and (when N is static too) fewer channels than boxes."""
+    return isinstance(a, int) and a >= 5 and (not isinstance(b, int) or a < b)
+
+
+def _fits_v5(a: Any, b: Any) -> bool:
+    """[B, N, 5+C]: 5+C static and >= 6, and (when N is static too) fewer channels than boxes."""
+    return isinstance(b, int) and b >= 6 and (not isinstance(a, int) or b < a)
+
+
+def _yolo_layout(out: TensorSpec, layout: str, specs: tuple[TensorSpec, ...]) -> str:
+    """The layout ``out`` has; a forced ``layout`` must agree with the shape, else decoding writes garbage."""
+    from .base import describe_outputs
+
+    _, a, b = out.shape
+    fits = {"yolov8": _fits_v8(a, b), "yolov5": _fits_v5(a, b)}
+    expected = {"yolov8": "[B,4+C,N] with a static 4+C >= 5", "yolov5": "[B,N,5+C] with a static last dim 5+C >= 6"}
+    if layout == "auto":
+        found = [name for name, ok in fits.items() if ok]
+        if not found:
+            raise _layout_error("detect", specs)
+        return found[0]
+    if not fits[layout]:
+        other = "yolov5" if layout == "yolov8" else "yolov8"
+        fix = f"the shape fits {other}: use --layout {other} or auto" if fits[other] else "check --task and --layout"
+        raise TaskError(
+            f"add-nms --layout {layout}: expected output {expected[layout]}; found {describe_outputs((out,))}; {fix}"
+        )
+    return layout
 
 
 def _scrfd_heads(g: _Graph, specs: tuple[TensorSpec, ...], size: tuple[int, int], anchors: int) -> tuple[str, str, str | None]:
@@ -203,7 +237,7 @@ def _scrfd_heads(g: _Graph, specs: tuple[TensorSpec, ...], size: tuple[int, int]
     return g.op("Concat", boxes, axis=1), all_scores, (g.op("Concat", kps, axis=1) if has_kps else None)
 
 
-def _layout_error(task: str, specs: tuple[TensorSpec, ...]) -> TaskError:
+def _layout_error(task: str, specs: tuple[TensorSpec, ...], *, hint: str = "Check --task, or the model already contains NMS") -> TaskError:
     from .base import describe_outputs
 
     expected = {
@@ -211,8 +245,7 @@ def _layout_error(task: str, specs: tuple[TensorSpec, ...]) -> TaskError:
         "face": "SCRFD heads score/bbox/kps at strides 8/16/32 for a static input size",
     }[task]
     return TaskError(
-        f"add-nms --task {task}: expected {expected}; found outputs {describe_outputs(specs)}. "
-        "Check --task, or the model already contains NMS"
+        f"add-nms --task {task}: expected {expected}; found outputs {describe_outputs(specs)}. {hint}"
     )
 
 
@@ -289,10 +322,8 @@ def add_nms(model: str | os.PathLike[str], output: str | os.PathLike[str], *, co
     import onnx
 
     cfg = config or AddNmsConfig()
-    out_path = check_output_path(output, what="add-nms output")
-    if Path(model).resolve() == out_path.resolve():
-        raise TaskError(f"add-nms output {str(out_path)!r} is the input model; write to a new file (-o OTHER.onnx)")
-    proto = _load(model)
+    out_path = check_output_path(output, what="add-nms output", inputs=(model,))
+    proto = load_onnx(model)
     g = _Graph(proto, _opset(proto))
     specs = _specs(proto.graph)
     if any(s.name in OUTPUT_NAMES or s.name.lower() in ("num_detections", "num_dets") for s in specs):
@@ -314,7 +345,7 @@ def add_nms(model: str | os.PathLike[str], output: str | os.PathLike[str], *, co
         outs = _onnx_nms_tail(g, boxes, scores, kps, cfg)
     _set_outputs(g, outs, batch=image[1][0], cfg=cfg)
     _check(proto, model, efficient=cfg.efficient_nms)
-    with atomic_output(out_path, what="add-nms output") as tmp:
+    with atomic_output(out_path, what="add-nms output", inputs=(model,)) as tmp:
         onnx.save(proto, str(tmp))
     return out_path
 
