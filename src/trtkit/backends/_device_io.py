@@ -11,7 +11,12 @@ nothing a caller holds is overwritten by the next call.
 
 :class:`PipelinedBackend` runs inferences on a pool of slots from worker
 threads, so the staging and upload of batch k+1 overlap the compute of batch k
-(``submit()`` -> Future, ``infer_many()`` -> results in order).
+(``submit()`` -> Future, ``infer_many()`` -> results in order). A backend with one
+compute queue (ONNX Runtime: one session) sets ``_staged = True`` and gets a
+:class:`_Pipeline` instead: an upload thread staging into free slots ahead, one
+compute thread running the batches in order, and a finish thread returning the
+results. Per-slot "upload, then run" workers fall into lockstep there (their
+runs end together, then they all upload while the GPU idles).
 """
 
 from __future__ import annotations
@@ -263,15 +268,125 @@ class SlotPool:
             slot.close()
 
 
+class _Job:
+    """One submitted inference on its way through the pipeline's stages."""
+
+    __slots__ = ("feeds", "future")
+
+    def __init__(self, feeds: Mapping[str, Any]) -> None:
+        self.feeds = feeds
+        self.future: Future[dict[str, Any]] = Future()
+
+
+_Staged = tuple[_Job, IoSlot, Any]
+
+
+class _Pipeline:
+    """Upload thread -> compute thread -> finish thread, each in submission order.
+
+    The upload stage takes a free slot (the pool bounds how far it runs ahead),
+    stages and copies the inputs and waits for the copy on the host; the single
+    compute stage runs the batches one after another and queues the D2H; the
+    finish stage waits for the D2H, copies the results out, completes the
+    Future and hands the slot back. ``stop()`` lets every job already submitted
+    finish (close() waits for calls in flight), then joins the threads.
+    """
+
+    def __init__(self, owner: "PipelinedBackend") -> None:
+        self._owner = owner
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._threads = [
+            threading.Thread(target=loop, name=f"trtkit-{label}", daemon=True)
+            for loop, label in ((self._upload_loop, "upload"), (self._compute_loop, "compute"), (self._finish_loop, "finish"))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, feeds: Mapping[str, Any]) -> "Future[dict[str, Any]]":
+        job = _Job(feeds)
+        with self._lock:
+            if self._stopped:
+                raise ClosedError("the backend was closed while this call was submitted; create a new one")
+            self._jobs.put(job)
+        return job.future
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._jobs.put(None)  # after every job already queued: those still run to the end
+        for thread in self._threads:
+            thread.join()
+
+    def _fail(self, job: _Job, slot: IoSlot, exc: BaseException) -> None:
+        self._owner._slots.give(slot)
+        job.future.set_exception(exc)
+
+    def _upload_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                slot = self._owner._slots.take()
+            except ClosedError as exc:
+                job.future.set_exception(exc)
+                continue
+            try:
+                slot.reset()
+                staged = self._owner._upload_stage(slot, job.feeds)
+            except BaseException as exc:  # the caller gets it from the Future
+                self._fail(job, slot, exc)
+                continue
+            self._ready.put((job, slot, staged))
+        self._ready.put(None)
+
+    def _compute_loop(self) -> None:
+        while (item := self._ready.get()) is not None:
+            job, slot, staged = item
+            try:
+                finish = self._owner._compute_stage(slot, job.feeds, staged)
+            except BaseException as exc:
+                self._fail(job, slot, exc)
+                continue
+            self._done.put((job, slot, finish))
+        self._done.put(None)
+
+    def _finish_loop(self) -> None:
+        while (item := self._done.get()) is not None:
+            job, slot, finish = item
+            try:
+                result = finish()
+            except BaseException as exc:
+                self._fail(job, slot, exc)
+                continue
+            self._owner._slots.give(slot)  # first, so the upload stage can refill it at once
+            job.future.set_result(result)
+
+
 class PipelinedBackend:
     """``infer``/``submit``/``infer_many``/``timed_infer`` over a SlotPool; subclasses implement ``_run_on``.
 
     ``_run_on(slot, feeds, timer, transfers)`` enqueues one inference on the slot and returns its outputs.
+    Subclasses with ``_staged = True`` also split it in two for ``submit``/``infer_many``:
+    ``_upload_stage(slot, feeds)`` (inputs on the device when it returns) and
+    ``_compute_stage(slot, feeds, staged)`` (runs, queues the D2H, returns a callable giving the outputs).
     """
 
     _slots: SlotPool
+    _staged = False
     _executor: ThreadPoolExecutor | None = None
+    _pipeline: _Pipeline | None = None
+    _io_closed = False
     _exec_lock = threading.Lock()
+
+    def _upload_stage(self, slot: IoSlot, feeds: Mapping[str, Any]) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _compute_stage(self, slot: IoSlot, feeds: Mapping[str, Any], staged: Any) -> Callable[[], dict[str, Any]]:
+        raise NotImplementedError  # pragma: no cover
 
     def _prepare(self, feeds: Feeds) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -304,6 +419,8 @@ class PipelinedBackend:
         """Start an inference on a worker thread; the Future gives its outputs. Validation errors raise here."""
         self._check_open()  # type: ignore[attr-defined]
         prepared = self._prepare(feeds)
+        if self._staged:
+            return self._stages().submit(prepared)
         return self._workers().submit(self._infer_prepared, prepared)
 
     def infer_many(self, batches: Iterable[Feeds], *, depth: int | None = None) -> Iterator[dict[str, Any]]:
@@ -322,8 +439,18 @@ class PipelinedBackend:
         self._check_open()  # type: ignore[attr-defined]
         return self._run_slot(self._prepare(feeds), True, transfers)  # type: ignore[no-any-return]
 
+    def _stages(self) -> _Pipeline:
+        with self._exec_lock:
+            if self._io_closed:
+                raise ClosedError("the backend was closed while this call was submitted; create a new one")
+            if self._pipeline is None:
+                self._pipeline = _Pipeline(self)
+            return self._pipeline
+
     def _workers(self) -> ThreadPoolExecutor:
         with self._exec_lock:
+            if self._io_closed:
+                raise ClosedError("the backend was closed while this call was submitted; create a new one")
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=len(self._slots.slots), thread_name_prefix="trtkit-infer")
             return self._executor
@@ -335,9 +462,13 @@ class PipelinedBackend:
         event or buffer when it is freed (see docs/runtime.md, "Closing").
         """
         with self._exec_lock:
+            self._io_closed = True
             executor, self._executor = self._executor, None
+            pipeline, self._pipeline = self._pipeline, None
         if executor is not None:
             executor.shutdown(wait=True)
+        if pipeline is not None:
+            pipeline.stop()
         self._slots.drain()
         for slot in self._slots.slots:
             slot.stream.synchronize()
