@@ -160,3 +160,15 @@ def test_negative_tolerance_is_refused(cli, tmp_path):
     out = tmp_path / "m.onnx"
     assert_clean_error(cli("export", source("conv_net"), "-o", out, "--input", "x:1x3x8x8", "--atol", "-1"), "atol=-1.0", ">= 0")
     assert not out.exists()
+
+
+def test_simplify_runs_onnxslim_and_keeps_parity(tmp_path):
+    pytest.importorskip("onnxslim")
+    plain = export(source("conv_net"), tmp_path / "plain.onnx", config=ExportConfig(inputs={"x": (1, 3, 32, 32)}, dynamic_batch=True))
+    slim = export(source("conv_net"), tmp_path / "slim.onnx", config=ExportConfig(inputs={"x": (1, 3, 32, 32)}, dynamic_batch=True, simplify=True))
+    note = next(n for n in slim.notes if n.startswith("simplified with onnxslim"))
+    before, after = (int(x) for x in note.split(": ")[1].split(" nodes")[0].split(" -> "))
+    assert before == len(onnx.load(str(tmp_path / "plain.onnx")).graph.node)
+    assert after == len(onnx.load(str(tmp_path / "slim.onnx")).graph.node) <= before
+    assert not any(n.startswith("simplified") for n in plain.notes)
+    assert all(e.ok for e in slim.errors) and len(slim.checks) == 2  # parity at batch 1 and batch 2

@@ -279,7 +279,8 @@ def _call_exporter(model: Any, args: tuple[Any, ...], path: Path, *, config: Exp
     return sorted({str(w.message).splitlines()[0] for w in caught if w.category.__name__ == "TracerWarning"})
 
 
-def _check_and_simplify(path: Path, *, simplify: bool) -> None:
+def _check_and_simplify(path: Path, *, simplify: bool) -> str | None:
+    """onnx.checker, then (``--simplify``) onnxslim; returns a note saying what onnxslim did."""
     onnx = require("onnx")
     try:
         onnx.checker.check_model(str(path))
@@ -287,10 +288,13 @@ def _check_and_simplify(path: Path, *, simplify: bool) -> None:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {exc}") from None
     if simplify:
         slim = require("onnxslim", purpose="--simplify")
+        before = len(onnx.load(str(path), load_external_data=False).graph.node)
         slimmed = slim.slim(str(path))
         if slimmed is None:
             raise ExportError("onnxslim could not simplify the exported model; export without --simplify")
         path.write_bytes(slimmed.SerializeToString())
+        return f"simplified with onnxslim: {before} -> {len(slimmed.graph.node)} nodes"
+    return None
 
 
 def _parity(path: Path, model: Any, feeds: dict[str, np.ndarray], ref: list[np.ndarray], out_names: list[str],
@@ -338,7 +342,7 @@ def export(source: str, output: str | os.PathLike[str], *, config: ExportConfig)
     args = tuple(torch.from_numpy(a) for a in first.values())
     with atomic_output(target, what="ONNX output") as tmp:
         tracer = _call_exporter(model, args, tmp, config=config, in_names=in_names, out_names=out_names, axes=axes, torch=torch)
-        _check_and_simplify(tmp, simplify=config.simplify)
+        slim_note = _check_and_simplify(tmp, simplify=config.simplify)
         checks = [_parity(tmp, model, first, ref1, out_names, config)]
         if second is not None and ref2 is not None:
             checks.append(_parity(tmp, model, second, ref2, out_names, config))
@@ -348,7 +352,7 @@ def export(source: str, output: str | os.PathLike[str], *, config: ExportConfig)
         onnx_model = load_onnx(tmp, external_data=False)
     inputs, outputs = io_specs(onnx_model)
     opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    notes = [n for n in (note,) if n] + [f"PyTorch TracerWarning: {w}" for w in tracer[:3]]
+    notes = [n for n in (note, slim_note) if n] + [f"PyTorch TracerWarning: {w}" for w in tracer[:3]]
     if config.opset and opset != config.opset:
         notes.append(f"the {config.exporter} exporter wrote opset {opset}, not the requested {config.opset}")
     return ExportReport(str(target), config.exporter, int(opset), inputs, outputs, tuple(checks), tuple(notes))
