@@ -1,13 +1,16 @@
-"""Tiny real TensorRT-RTX engines built on the fly (the RTX builder runs without a GPU)."""
+"""Tiny real TensorRT / TensorRT-RTX engines built on the fly (the RTX builder runs without a GPU)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 
-def build_relu_engine(path: Path, *, max_batch: int = 4) -> Path:
-    """x [-1,3,8] -> relu -> y, one profile with batch 1..max_batch. Needs tensorrt_rtx."""
-    import tensorrt_rtx as trt
+def build_relu_engine(path: Path, *, max_batch: int = 4, trt: ModuleType | None = None) -> Path:
+    """x [-1,3,8] -> relu -> y, one profile with batch 1..max_batch, built with ``trt``
+    (a tensorrt or tensorrt_rtx module; default tensorrt_rtx)."""
+    if trt is None:
+        import tensorrt_rtx as trt
 
     from trtkit.backends._trt_api import shared_logger
 
@@ -24,6 +27,6 @@ def build_relu_engine(path: Path, *, max_batch: int = 4) -> Path:
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError("tensorrt_rtx failed to build the test engine: " + " | ".join(logger.take()))
+        raise RuntimeError(f"{trt.__name__} failed to build the test engine: " + " | ".join(logger.take()))
     path.write_bytes(bytes(plan))
     return path

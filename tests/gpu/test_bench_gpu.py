@@ -12,6 +12,7 @@ import trtkit
 from trtkit.bench import BenchConfig, benchmark
 from trtkit.errors import EngineError
 from trtkit.spec import RuntimeConfig
+from tests.gpu._engines import build_relu_engine
 from tests.conftest import asset_model, assert_clean_error
 
 pytestmark = pytest.mark.gpu
@@ -92,26 +93,12 @@ def test_streams_run_concurrently_on_ort_cuda(cli):
 # ---------------------------------------------------------------- TensorRT engines
 
 def _relu_engine(path: Path, *, max_batch: int) -> Path:
-    """x [-1,3,8] -> relu -> y with one profile of batch 1..max_batch, built with TensorRT or TensorRT-RTX."""
+    """The shared test engine, built with full TensorRT when installed (it can run on Hopper), else TensorRT-RTX."""
     try:
         import tensorrt as trt
     except ImportError:
         trt = pytest.importorskip("tensorrt_rtx")
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    x = network.add_input("x", trt.float32, (-1, 3, 8))
-    relu = network.add_activation(x, trt.ActivationType.RELU)
-    relu.get_output(0).name = "y"
-    network.mark_output(relu.get_output(0))
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape("x", (1, 3, 8), (2, 3, 8), (max_batch, 3, 8))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    assert plan is not None, "the test engine failed to build"
-    path.write_bytes(bytes(plan))
-    return path
+    return build_relu_engine(path, max_batch=max_batch, trt=trt)
 
 
 @pytest.fixture(scope="module")
