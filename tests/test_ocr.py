@@ -103,6 +103,31 @@ def test_classifier_turns_upside_down_lines(models, image, reference):
     assert first_ref and reference.index(first_ref[0]) >= len(reference) - 3
 
 
+@pytest.mark.parametrize("fields", [{"rec_batching": "single"}, {"rec_batching": "buckets", "rec_max_padding": 0.15}])
+def test_other_recognition_batching_reads_reference_text(models, image, reference, fields):
+    result = OcrPipeline(models["det"], models["rec"], config=OcrConfig(**fields))(image)
+    assert cer([line.text for line in result.lines], reference) <= 0.02, result.text
+
+
+def test_inference_batch_size_does_not_change_text(models, image, result_no_cls):
+    # the padded width comes from the batch plan, so one call per batch must read exactly what one call per
+    # crop reads (the reference is RapidOCR's output, which runs whole padded batches)
+    batched = OcrPipeline(models["det"], models["rec"], config=OcrConfig(rec_infer_batch=6))(image)
+    assert [line.text for line in batched.lines] == [line.text for line in result_no_cls.lines]
+
+
+def test_batch_plans():
+    from trtkit.tasks.ocr_rec import plan_batches
+
+    ratios = [30.0, 5.0, 20.0, 21.0, 6.0, 22.0, 50.0]
+    assert plan_batches(ratios, config=OcrConfig(rec_batch_size=3)) == [[1, 4, 2], [3, 5, 0], [6]]
+    assert plan_batches(ratios, config=OcrConfig(rec_batching="single")) == [[1], [4], [2], [3], [5], [0], [6]]
+    # 5 and 6 pad to the 320 px floor (ratio 6.67): no waste; 20 after them would waste ~55%, 30 after 22 22%,
+    # 50 after 30 20%
+    buckets = plan_batches(ratios, config=OcrConfig(rec_batching="buckets", rec_max_padding=0.15))
+    assert buckets == [[1, 4], [2, 3, 5], [0], [6]]
+
+
 # ---------------------------------------------------------------- result object
 
 def test_result_json_rows_and_drawing(result_no_cls, image):
@@ -183,6 +208,10 @@ def test_config_rejects_bad_values():
         OcrConfig(limit_type="avg")
     with pytest.raises(SpecError, match="rec_batch_size"):
         OcrConfig(rec_batch_size=0)
+    with pytest.raises(SpecError, match="rec_batching"):
+        OcrConfig(rec_batching="widest")
+    with pytest.raises(SpecError, match="rec_infer_batch"):
+        OcrConfig(rec_infer_batch=0)
 
 
 def test_from_paths_owns_and_closes_its_backends():

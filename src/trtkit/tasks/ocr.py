@@ -19,7 +19,9 @@ from ..errors import SpecError, TaskError
 from ..spec import RuntimeConfig
 from .base import ImageInput
 
-__all__ = ["OcrConfig", "OcrLine", "OcrResult", "OcrPipeline"]
+__all__ = ["OcrConfig", "OcrLine", "OcrResult", "OcrPipeline", "REC_BATCHING"]
+
+REC_BATCHING = ("padded", "single", "buckets")  # OcrConfig.rec_batching choices, see ocr_rec.plan_batches
 
 
 @dataclass(frozen=True)
@@ -41,17 +43,27 @@ class OcrConfig:
     cls_batch_size: int = 16
     rec_height: int = 48
     rec_min_width: int = 320  # PP-OCR pads every recognition batch to at least 320 px wide
-    rec_batch_size: int = 8
+    rec_batch_size: int = 6  # RapidOCR's rec_batch_num
+    # how crops are grouped for recognition (see ocr_rec.plan_batches): "padded" reproduces RapidOCR's
+    # text exactly; "single" and "buckets" pad less (faster) but can read a character differently
+    rec_batching: str = "padded"
+    rec_max_padding: float = 0.15  # "buckets": largest padded share of a batch
+    # crops per recognizer call. A batch's padded width is already fixed, and samples do not interact, so this
+    # changes speed only (identical text): ORT on CPU runs 13 lines ~1.5x faster one at a time than in
+    # padded batches of 6 (benchmarks/ocr.py); raise it for GPU backends, where batching pays
+    rec_infer_batch: int = 1
     rec_chars: str | None = None  # dictionary file overriding the rec model's 'character' metadata
     text_score: float = 0.5  # lines whose recognition score is lower are dropped
 
     def __post_init__(self) -> None:
+        if self.rec_batching not in REC_BATCHING:
+            raise SpecError(f"OcrConfig.rec_batching must be one of {', '.join(map(repr, REC_BATCHING))}, got {self.rec_batching!r}")
         if self.limit_type not in ("min", "max"):
             raise SpecError(f"OcrConfig.limit_type must be 'min' or 'max', got {self.limit_type!r}")
-        for name in ("limit_side", "max_side", "rec_height", "rec_min_width", "rec_batch_size", "cls_batch_size"):
+        for name in ("limit_side", "max_side", "rec_height", "rec_min_width", "rec_batch_size", "rec_infer_batch", "cls_batch_size"):
             if getattr(self, name) < 1:
                 raise SpecError(f"OcrConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("det_threshold", "box_threshold", "cls_threshold", "text_score"):
+        for name in ("det_threshold", "box_threshold", "rec_max_padding", "cls_threshold", "text_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SpecError(f"OcrConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.unclip_ratio <= 0:

@@ -1,9 +1,10 @@
 """PP-OCR line stages: the 0/180 direction classifier and CTC text recognition.
 
-Both take a list of line crops (RGB uint8, any width) and run them in
-batches. Recognition sorts the crops by aspect ratio and pads each batch only
-to the widest crop in it (the model's width axis is dynamic), so short lines
-do not pay for long ones and every batch is one inference.
+Both take a list of line crops (RGB uint8, any width). Recognition sorts the
+crops by aspect ratio and pads each batch only to the widest crop in it (the
+model's width axis is dynamic), so short lines do not pay for long ones; how
+crops are grouped (``OcrConfig.rec_batching``) decides the padding, and so the
+text, while ``OcrConfig.rec_infer_batch`` decides only how many go into a call.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .ocr_det import aspect_ratio, resized_width
 if TYPE_CHECKING:
     from .ocr import OcrConfig
 
-__all__ = ["TextRecognizer", "TextClassifier", "read_characters", "ctc_decode", "line_batch"]
+__all__ = ["TextRecognizer", "TextClassifier", "read_characters", "ctc_decode", "line_batch", "plan_batches"]
 
 CHARACTER_KEY = "character"  # metadata key PaddleOCR/RapidOCR ONNX exports use for the dictionary
 
@@ -123,17 +124,51 @@ class TextRecognizer:
     def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         cfg = self.config
         results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-        # sorted by width, so each batch pads only to its widest crop (the W axis is dynamic)
-        order = sorted(range(len(crops)), key=lambda i: aspect_ratio(crops[i]))
-        for start in range(0, len(order), cfg.rec_batch_size):
-            chunk = order[start : start + cfg.rec_batch_size]
-            ratio = max([cfg.rec_min_width / cfg.rec_height, *(aspect_ratio(crops[i]) for i in chunk)])
+        ratios = [aspect_ratio(crop) for crop in crops]
+        for chunk in plan_batches(ratios, config=cfg):
+            ratio = max([cfg.rec_min_width / cfg.rec_height, *(ratios[i] for i in chunk)])
             width = int(cfg.rec_height * ratio)
-            batch = line_batch([crops[i] for i in chunk], height=cfg.rec_height, width=width, max_width=width)
-            scores = np.asarray(next(iter(self.backend.infer({self._input: batch}).values())))
-            for i, decoded in zip(chunk, ctc_decode(scores, self._lookup)):
-                results[i] = decoded
+            # the padded width is fixed by the batch plan; how many crops go into one call only changes speed
+            for start in range(0, len(chunk), cfg.rec_infer_batch):
+                part = chunk[start : start + cfg.rec_infer_batch]
+                batch = line_batch([crops[i] for i in part], height=cfg.rec_height, width=width, max_width=width)
+                scores = np.asarray(next(iter(self.backend.infer({self._input: batch}).values())))
+                for i, decoded in zip(part, ctc_decode(scores, self._lookup)):
+                    results[i] = decoded
         return results
+
+
+def plan_batches(ratios: Sequence[float], *, config: "OcrConfig") -> list[list[int]]:
+    """Group crop indices (by width/height ratio) into recognition batches, per ``config.rec_batching``.
+
+    All strategies sort by ratio, so a batch pads only to its widest crop (the W axis is dynamic). A batch
+    fixes the padded width of its crops; they are then run ``rec_infer_batch`` at a time:
+
+    - ``"padded"``: consecutive groups of ``rec_batch_size``, as RapidOCR/PaddleOCR do. Padding changes
+      what the recognizer sees (its attention neck mixes in the padded columns), so only this strategy
+      reproduces RapidOCR's text character for character.
+    - ``"single"``: one crop per inference, padded to nothing but ``rec_min_width``.
+    - ``"buckets"``: like ``"padded"``, but a batch is cut where the next crop would raise the padded
+      share of the batch above ``rec_max_padding``.
+    """
+    order = sorted(range(len(ratios)), key=lambda i: ratios[i])
+    if config.rec_batching == "single":
+        return [[i] for i in order]
+    if config.rec_batching == "padded":
+        size = config.rec_batch_size
+        return [order[start : start + size] for start in range(0, len(order), size)]
+    floor = config.rec_min_width / config.rec_height
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else []
+        grown = [*current, i]
+        widths = [max(floor, ratios[j]) for j in grown]
+        waste = 1.0 - sum(widths) / (len(grown) * max(widths))
+        if current and len(current) < config.rec_batch_size and waste <= config.rec_max_padding:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def ctc_decode(scores: np.ndarray, characters: np.ndarray) -> list[tuple[str, float]]:
