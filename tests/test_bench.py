@@ -368,3 +368,31 @@ def test_cli_unwritable_output_fails_before_benchmarking(cli, models, tmp_path, 
     assert_clean_error(result, flag, "does not exist")
     assert not missing.parent.exists()
     assert_clean_error(cli("bench", models["small"], "--duration", "60", flag, tmp_path), "is a directory")
+
+
+def test_shapes_above_every_engine_profile_are_refused_with_the_profiles(tmp_path):
+    # No engine can be deserialized without a GPU, so this checks bench's planning against exactly what
+    # TensorRTBackend exposes (inputs, profiles), read from the sidecar of a real TensorRT-RTX build.
+    pytest.importorskip("tensorrt_rtx")
+    from types import SimpleNamespace
+
+    from trtkit.bench_run import plan_shapes
+    from trtkit.build import build
+    from trtkit.engine_info import read_sidecar
+    from trtkit.errors import ProfileError
+    from trtkit.onnx_io import io_specs, load_onnx
+    from trtkit.spec import BuildConfig, ShapeProfile
+
+    model = tiny_onnx.affine(tmp_path / "affine.onnx")  # x [batch,4], s [1]
+    profile = ShapeProfile.from_shapes(min={"x": (1, 4)}, opt={"x": (2, 4)}, max={"x": (4, 4)})
+    build(model, tmp_path / "affine.plan", config=BuildConfig(profiles=(profile,), backend="tensorrt-rtx"))
+    sidecar = read_sidecar(tmp_path / "affine.plan")
+    profiles = tuple(
+        ShapeProfile.from_shapes(**{k: {n: tuple(r[k]) for n, r in p.items()} for k in ("min", "opt", "max")})
+        for p in sidecar["profiles"]
+    )
+    engine = SimpleNamespace(inputs=io_specs(load_onnx(model))[0], profiles=profiles)
+    [(_, shapes)] = plan_shapes(engine, config=BenchConfig(shapes={"x": (4, 4), "s": (1,)}), label="affine.plan")
+    assert shapes == {"x": (4, 4), "s": (1,)}
+    with pytest.raises(ProfileError, match=r"x:8x4.*fit no optimization profile.*profile 0: x: min 1x4 opt 2x4 max 4x4"):
+        plan_shapes(engine, config=BenchConfig(shapes={"x": (8, 4), "s": (1,)}), label="affine.plan")
