@@ -39,23 +39,6 @@ DET, REC, CLS = "ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_
 IMAGE = "imageTextN_rgb.png"
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions), one row at a time."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def cer(lines: list[str], truth: list[str]) -> float:
-    """Character error rate of the lines joined with newlines (so split or merged lines count too)."""
-    ref = "\n".join(truth)
-    return levenshtein("\n".join(lines), ref) / max(len(ref), 1)
-
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -159,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from trtkit.tasks._image import read_image
+    from trtkit.tasks.ocr import character_error_rate
 
     models = args.models or args.assets / "models" / "ppocr"
     truth = json.loads((args.assets / "truth.json").read_text())["ocr"]["images"][IMAGE]["lines"]
@@ -203,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         t = times[name]
         st = " ".join(f"{k} {v:.0f}" for k, v in stages.get(name, {}).items())
         print(f"{name:<18}{statistics.median(t):>10.1f}{min(t):>8.1f}{percentile(t, 90):>8.1f}"
-              f"{base / statistics.median(t):>8.2f}x{cer(texts[name], truth):>8.2%}{len(texts[name]):>6}   {st}")
+              f"{base / statistics.median(t):>8.2f}x{character_error_rate(texts[name], truth):>8.2%}{len(texts[name]):>6}   {st}")
     for name in names:
         diffs = character_diffs(texts[name], truth)
         if diffs:

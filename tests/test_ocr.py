@@ -18,26 +18,12 @@ import trtkit
 from trtkit.errors import ClosedError, SpecError, TaskError
 from trtkit.tasks.ocr import OcrConfig, OcrPipeline, OcrResult
 from trtkit.tasks.ocr_det import sort_reading_order
+from trtkit.tasks.ocr import character_error_rate, edit_distance
 from trtkit.tasks.ocr_rec import ctc_decode
 
 from .conftest import asset_model
 
 IMAGE = "imageTextN_rgb.png"
-
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def cer(read: list[str], reference: list[str]) -> float:
-    ref = "\n".join(reference)
-    return levenshtein("\n".join(read), ref) / len(ref)
 
 
 # ---------------------------------------------------------------- fixtures (models opened once)
@@ -71,7 +57,7 @@ def result_no_cls(models, image) -> OcrResult:
 
 def test_reads_reference_text_without_classifier(result_no_cls, reference, image):
     lines = [line.text for line in result_no_cls.lines]
-    assert cer(lines, reference) <= 0.02, "\n".join(lines)
+    assert character_error_rate(lines, reference) <= 0.02, "\n".join(lines)
     assert len(lines) == len(reference)
     h, w = image.shape[:2]
     boxes = np.array([line.box for line in result_no_cls.lines])
@@ -85,7 +71,7 @@ def test_reads_reference_text_without_classifier(result_no_cls, reference, image
 
 def test_reads_reference_text_with_classifier(models, image, reference):
     result = OcrPipeline(models["det"], models["rec"], models["cls"])(image)
-    assert cer([line.text for line in result.lines], reference) <= 0.02, result.text
+    assert character_error_rate([line.text for line in result.lines], reference) <= 0.02, result.text
     assert not any(line.rotated for line in result.lines), "upright lines were turned"
 
 
@@ -97,16 +83,16 @@ def test_classifier_turns_upside_down_lines(models, image, reference):
     assert len(result.lines) >= 10, result.text
     assert all(line.rotated for line in result.lines)
     for line in result.lines:
-        best = min(levenshtein(line.text, ref) / len(ref) for ref in reference)
+        best = min(edit_distance(line.text, ref) / len(ref) for ref in reference)
         assert best <= 0.05, line.text
-    first_ref = [ref for ref in reference if levenshtein(result.lines[0].text, ref) <= 3]
+    first_ref = [ref for ref in reference if edit_distance(result.lines[0].text, ref) <= 3]
     assert first_ref and reference.index(first_ref[0]) >= len(reference) - 3
 
 
 @pytest.mark.parametrize("fields", [{"rec_batching": "single"}, {"rec_batching": "buckets", "rec_max_padding": 0.15}])
 def test_other_recognition_batching_reads_reference_text(models, image, reference, fields):
     result = OcrPipeline(models["det"], models["rec"], config=OcrConfig(**fields))(image)
-    assert cer([line.text for line in result.lines], reference) <= 0.02, result.text
+    assert character_error_rate([line.text for line in result.lines], reference) <= 0.02, result.text
 
 
 def test_inference_batch_size_does_not_change_text(models, image, result_no_cls):

@@ -21,6 +21,7 @@ from trtkit.backends import _trt_api
 from trtkit.backends._trt_profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
 from trtkit.errors import BackendUnavailable, EngineError, ModelLoadError, ProfileError
 from tests.conftest import HAS_GPU
+from tests.test_typecheck import _split_params as split_params
 
 trt = pytest.importorskip("tensorrt_rtx")
 API_FILE = Path(_trt_api.__file__)
@@ -98,16 +99,7 @@ def _arities(func) -> set[int]:
     out = set()
     for sig in sigs:
         params = sig[sig.index("(") + 1 : sig.rindex(")")]
-        depth, parts, buf = 0, [], ""
-        for ch in params:
-            depth += ch in "[("
-            depth -= ch in "])"
-            if ch == "," and depth == 0:
-                parts.append(buf)
-                buf = ""
-            else:
-                buf += ch
-        parts = (parts + [buf])[1:]  # drop self
+        parts = split_params(params)[1:]  # drop self
         required = sum("=" not in p for p in parts)
         out |= set(range(required, len(parts) + 1))
     return out

@@ -66,6 +66,16 @@ class BackendBase:
 
     name = "base"
     _closed = False
+    _inputs: tuple[TensorSpec, ...] = ()
+    _outputs: tuple[TensorSpec, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
 
     def __enter__(self) -> "BackendBase":
         return self

@@ -174,14 +174,6 @@ class OnnxRuntimeBackend(BackendBase):
 
     # ------------------------------------------------------------ protocol
 
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
-
     def infer(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """Run once; returns ``{output name: array}`` in the model's output order."""
         self._check_open()

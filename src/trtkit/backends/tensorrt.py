@@ -187,14 +187,6 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
     # ------------------------------------------------------------ Backend API
 
     @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
-
-    @property
     def profiles(self) -> tuple[Any, ...]:
         return self._profiles
 

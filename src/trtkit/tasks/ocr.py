@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..errors import SpecError, TaskError
 from ..spec import RuntimeConfig
 from .base import ImageInput
 
-__all__ = ["OcrConfig", "OcrLine", "OcrResult", "OcrPipeline", "REC_BATCHING"]
+__all__ = ["OcrConfig", "OcrLine", "OcrResult", "OcrPipeline", "REC_BATCHING", "edit_distance", "character_error_rate"]
 
 REC_BATCHING = ("padded", "single", "buckets")  # OcrConfig.rec_batching choices, see ocr_rec.plan_batches
 
@@ -203,3 +203,24 @@ class OcrPipeline:
         if batch_size < 1:
             raise TaskError(f"predict_batch(batch_size={batch_size}): batch_size must be >= 1")
         return [self(image) for image in images]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), one DP row at a time.
+
+    Hand-written on purpose: ten lines on short OCR texts do not justify a dependency.
+    """
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def character_error_rate(lines: Sequence[str], reference: Sequence[str]) -> float:
+    """CER of ``lines`` against ``reference``, each joined with newlines, so missed, split, merged
+    or reordered lines count as errors too."""
+    ref = "\n".join(reference)
+    return edit_distance("\n".join(lines), ref) / max(len(ref), 1)
