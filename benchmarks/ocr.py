@@ -7,7 +7,9 @@ rate (CER) of each against the reference lines in truth.json. trtkit runs once
 per recognition strategy (``STRATEGIES``, on shared sessions); the reference
 lines are RapidOCR 1.4.4's own output, so a CER above 0 there means "differs
 from RapidOCR", and the listed differences say where (check them against the
-image: "single" reads two spaces RapidOCR's padded batches miss).
+image: "single" reads two spaces RapidOCR's padded batches miss). The "unfused" row is trtkit's
+default on its own sessions opened with ``RuntimeConfig(fuse=False)``: the same files as ONNX Runtime
+sees them without trtkit's graph fusions (trtkit.fusion), to show what the fusions contribute.
 
     python benchmarks/ocr.py                     # assets from ../shared/assets
     python benchmarks/ocr.py --runs 20 --threads 2 --profile
@@ -52,20 +54,26 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_trtkit(models: Path, threads: int, use_cls: bool) -> tuple[dict[str, Callable[[np.ndarray], list[str]]], Any]:
-    """One pipeline per strategy, all on the same three ORT sessions; the first (default) is returned too."""
+def make_trtkit(models: Path, threads: int, use_cls: bool) -> tuple[dict[str, Callable[[np.ndarray], list[str]]], list[Any]]:
+    """One pipeline per strategy, all on the same three ORT sessions, plus the default without graph
+    fusion (its own sessions); returns them and the pipelines to close (the default first)."""
     import trtkit
     from trtkit.tasks.ocr import OcrConfig, OcrPipeline
 
-    default = OcrPipeline.from_paths(
-        models / DET, models / REC, models / CLS if use_cls else None, runtime=trtkit.RuntimeConfig(threads=threads)
-    )
+    def open_pipeline(fuse: bool) -> Any:
+        return OcrPipeline.from_paths(
+            models / DET, models / REC, models / CLS if use_cls else None,
+            runtime=trtkit.RuntimeConfig(threads=threads, fuse=fuse),
+        )
+
+    default, unfused = open_pipeline(True), open_pipeline(False)
     backends = (default.detector.backend, default.recognizer.backend, default.classifier.backend if use_cls else None)
     runs = {}
     for name, fields in STRATEGIES.items():
         pipeline = default if not fields else OcrPipeline(*backends, config=OcrConfig(**fields))
         runs[name] = (lambda p: lambda rgb: [line.text for line in p(rgb).lines])(pipeline)
-    return runs, default
+    runs["  unfused"] = lambda rgb: [line.text for line in unfused(rgb).lines]
+    return runs, [default, unfused]
 
 
 def character_diffs(lines: list[str], truth: list[str]) -> list[str]:
@@ -155,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
           f"ORT {onnxruntime.__version__} CPU, intra-op threads={args.threads}, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, runs={args.runs} interleaved")
 
-    ours, pipeline = make_trtkit(models, args.threads, use_cls)
+    ours, opened = make_trtkit(models, args.threads, use_cls)
+    pipeline = opened[0]
     pipelines: dict[str, Callable[[np.ndarray], list[str]]] = dict(ours)
     try:
         pipelines["rapidocr 1.4.4"] = make_rapidocr(models, args.threads, use_cls)
@@ -197,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(3):
-            ours(rgb)
+            ours["trtkit"](rgb)
         prof.disable()
         pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(12)
-    pipeline.close()
+    for p in opened:
+        p.close()
     return 0
 
 

@@ -195,7 +195,8 @@ def test_shapes_conflicting_with_input_file(cli, tmp_path):
 def test_bad_model_files(cli, tmp_path):
     assert_clean_error(cli("run", tmp_path / "nope.onnx"), "does not exist")
     (tmp_path / "text.onnx").write_text("hello")
-    assert_clean_error(cli("run", tmp_path / "text.onnx"), "ONNX Runtime cannot load")
+    assert_clean_error(cli("run", tmp_path / "text.onnx"), "text.onnx", "is not a valid ONNX model", "looks like a text file")
+    assert_clean_error(cli("run", tmp_path / "text.onnx", "--no-fuse"), "ONNX Runtime cannot load")
     data = asset_model("scrfd").read_bytes()
     (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
     assert_clean_error(cli("run", tmp_path / "cut.onnx"), "cut.onnx")

@@ -57,6 +57,8 @@ _LAZY: dict[str, str] = {
     "QuantizeConfig": "trtkit.build:QuantizeConfig",
     "build": "trtkit.build:build",
     "quantize": "trtkit.build:quantize",
+    "fuse_model": "trtkit.fusion:fuse_model",
+    "FusionReport": "trtkit.fusion:FusionReport",
     "compare": "trtkit.compare:compare",
     "CompareConfig": "trtkit.compare:CompareConfig",
     "CompareResult": "trtkit.compare:CompareResult",

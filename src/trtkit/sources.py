@@ -119,6 +119,9 @@ class _ModelSource(Source):
         self.backend = load(path, backend=name, config=runtime)
         self.specs = tuple(self.backend.inputs)
         self.description = f"{self.backend.name} ({getattr(self.backend, 'device', runtime.device)})"
+        fusions = getattr(self.backend, "fusions", None)
+        if fusions is not None and fusions.total:
+            self.description += f", fused: {fusions}"
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> list[tuple[str | None, np.ndarray]]:
         return [(n, np.asarray(v)) for n, v in self.backend.infer(dict(arrays)).items()]

@@ -45,7 +45,7 @@ def _dim(value: object) -> Dim:
         return value or UNNAMED
     if value is None or (isinstance(value, int) and value < 0):
         return UNNAMED
-    return int(value)  # type: ignore[arg-type]
+    return int(value)  # type: ignore[call-overload,arg-type,unused-ignore]
 
 
 @dataclass(frozen=True)
@@ -382,6 +382,9 @@ class RuntimeConfig:
     cuda_graph: bool = False  # capture a CUDA graph per static shape (TensorRT)
     contexts: int = 1  # execution contexts (and streams) per engine (TensorRT)
     outputs_on_device: bool = False  # return device arrays instead of numpy (GPU backends)
+    # apply trtkit's exact graph fusions that ONNX Runtime misses (trtkit.fusion) when opening an ONNX
+    # model; False runs the graph exactly as ONNX Runtime alone would. TensorRT fuses by itself.
+    fuse: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import BackendUnavailable, ModelLoadError, ShapeError, SpecError
+from ..fusion import FusionReport, fuse_file
 from ..spec import RuntimeConfig, TensorSpec
 from .base import BackendBase, Feeds, normalize_feeds
 
@@ -159,8 +160,11 @@ class OnnxRuntimeBackend(BackendBase):
         if not self.path.is_file():
             raise ModelLoadError(f"ONNX model {str(self.path)!r} does not exist or is not a file; check the path")
         providers = self._providers()
+        fused, self.fusions = fuse_file(self.path) if self.config.fuse else (None, FusionReport(skipped="fuse=False"))
         try:
-            session = self._ort.InferenceSession(str(self.path), sess_options=self._session_options(), providers=providers)
+            session = self._ort.InferenceSession(
+                fused if fused is not None else str(self.path), sess_options=self._session_options(), providers=providers
+            )
         except ort_errors() as exc:
             message = _ort_message(exc)
             raise ModelLoadError(f"ONNX Runtime cannot load {str(self.path)!r}: {message}. {_load_hint(message)}") from exc

@@ -15,6 +15,7 @@ __all__ = [
     "profile_from_args",
     "shapes_from_args",
     "add_runtime_args",
+    "add_fuse_arg",
     "runtime_from_args",
 ]
 
@@ -95,7 +96,15 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
         help="runtime: auto (by file extension), onnxruntime/ort-cpu, ort-cuda, tensorrt",
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (ONNX Runtime)")
+    add_fuse_arg(parser)
     parser.add_argument("--plugins", action="append", default=[], metavar="LIB.so", help="TensorRT plugin library (repeatable)")
+
+
+def add_fuse_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-fuse", dest="fuse", action="store_false",
+        help="ONNX Runtime: run the graph as written, without trtkit's exact conv/affine/hard-swish fusions",
+    )
 
 
 def runtime_from_args(args: argparse.Namespace) -> tuple[str, RuntimeConfig]:
@@ -103,4 +112,5 @@ def runtime_from_args(args: argparse.Namespace) -> tuple[str, RuntimeConfig]:
     choice = args.backend
     device = "cuda" if choice in ("ort-cuda", "tensorrt") else "cpu"
     name = {"ort-cpu": "onnxruntime", "ort-cuda": "onnxruntime"}.get(choice, choice)
-    return name, RuntimeConfig(device=device, threads=args.threads, plugins=tuple(args.plugins))
+    fuse = getattr(args, "fuse", True)
+    return name, RuntimeConfig(device=device, threads=args.threads, plugins=tuple(args.plugins), fuse=fuse)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..atomic import check_output_path
 from ..errors import BenchError
-from ._args import OnceAction, runtime_from_args, shapes_from_args
+from ._args import OnceAction, add_fuse_arg, runtime_from_args, shapes_from_args
 
 if TYPE_CHECKING:
     from ..bench import BenchTarget
@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--cuda-graph", action="store_true", help="capture and replay CUDA graphs (GPU backends)")
     p.add_argument("--no-data-transfers", action="store_true", help="keep inputs/outputs on the GPU: time compute alone")
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (ONNX Runtime)")
+    add_fuse_arg(p)
     p.add_argument("--plugins", action="append", default=[], metavar="LIB.so", help="TensorRT plugin library (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--json", metavar="OUT.json", help="write the trtkit-bench/1 JSON report (see docs/bench.md)")
@@ -127,7 +128,7 @@ def targets_from_args(args: argparse.Namespace) -> list[BenchTarget]:
     names = [Path(p).name for p, _ in runs]
     targets = []
     for path, choice in runs:
-        name, runtime = runtime_from_args(argparse.Namespace(backend=choice, threads=args.threads, plugins=args.plugins))
+        name, runtime = runtime_from_args(argparse.Namespace(backend=choice, threads=args.threads, plugins=args.plugins, fuse=args.fuse))
         shown = Path(path).name if names.count(Path(path).name) == sum(1 for p, _ in runs if p == path) else path
         label = shown if choice == "auto" else f"{shown}@{choice}"
         targets.append(BenchTarget(model=path, backend=name, runtime=replace(runtime, cuda_graph=args.cuda_graph), label=label))

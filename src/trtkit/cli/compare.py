@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     atol, output_atol = parse_tolerances(args.atol, flag="--atol")
     rtol, output_rtol = parse_tolerances(args.rtol, flag="--rtol")
-    runtime = RuntimeConfig(threads=args.threads)
+    # compare checks the graphs as written: trtkit's ONNX Runtime fusions (exact up to rounding) stay off
+    runtime = RuntimeConfig(threads=args.threads, fuse=False)
     config = CompareConfig(
         a=SourceConfig(backend=args.backend_a, weights=args.weights_a, runtime=runtime),
         b=SourceConfig(backend=args.backend_b, weights=args.weights_b, runtime=runtime),
