@@ -169,6 +169,81 @@ def test_per_channel_scale_and_overridable_scalar_are_left():
     assert report.total == 0
 
 
+def test_constant_that_raises_the_rank_is_left():
+    """A one-value constant of shape [1,1,1,1,1] broadcasts the 4-D tensor to 5-D: folding it would drop a dim."""
+    rank5 = np.full((1, 1, 1, 1, 1), 1.5)
+    nodes = [helper.make_node("Conv", ["x", "c1_w", "c1_b"], ["c1"], pads=[1, 1, 1, 1]), *_affine("c1", "y", "lab", rank5, 0.5)]
+    model = _model(nodes, _weights("c1", 3, 0), outputs=())
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, C, 8, 8]))
+    fused, report = _fused_copy(model)
+    assert report.total == 0
+    assert _run(fused, _feeds())[0].shape == (1, 1, C, 8, 8)
+
+    nodes = _hard_swish("x", "y", "hs")
+    nodes[0] = _const("hs_three", np.full((1, 1, 1, 1, 1), 3.0))
+    model = _model(nodes, [], outputs=())
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, C, 8, 8]))
+    _, report = _fused_copy(model)
+    assert report.total == 0
+
+
+def test_rank_one_constants_fuse_where_the_rank_is_known():
+    """paddle2onnx writes its scalars as shape [1]; against a 4-D tensor they cannot change the shape."""
+    nodes, inits = _block()
+    for node in nodes:
+        if node.op_type == "Constant":
+            value = numpy_helper.to_array(node.attribute[0].t).reshape(1)
+            node.attribute[0].t.CopyFrom(numpy_helper.from_array(value, node.output[0]))
+    model = _model(nodes, inits)
+    fused, report = _fused_copy(model)
+    assert dict(report.counts) == {"conv_affine": 1, "hard_swish": 1, "affine_conv1x1": 1}
+    feeds = _feeds(4)
+    np.testing.assert_allclose(_run(fused, feeds)[0], _run(model, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_fusing_a_fused_model_again_keeps_names_unique():
+    """A fused model saved and fused again (new blocks next to old trtkit_* names) stays a valid model."""
+    nodes, inits = _block()
+    once, _ = _fused_copy(_model(nodes, inits))
+    second_nodes, second_inits = _block()
+    renamed = {n: f"b2_{n}" for node in second_nodes for n in (*node.input, *node.output) if n not in ("x",)}
+    for node in second_nodes:
+        for field in (node.input, node.output):
+            field[:] = [renamed.get(n, "y" if n == "x" else n) for n in field]
+        if node.op_type == "Constant":
+            node.attribute[0].t.name = node.output[0]
+    for t in second_inits:
+        t.name = renamed.get(t.name, t.name)
+    once.graph.node.extend(second_nodes)
+    once.graph.initializer.extend(second_inits)
+    del once.graph.output[:]
+    once.graph.output.append(helper.make_tensor_value_info("b2_y", TensorProto.FLOAT, [1, C, 8, 8]))
+    twice, report = _fused_copy(once)
+    assert report.total == 3
+    names = [o for n in twice.graph.node for o in n.output] + [t.name for t in twice.graph.initializer]
+    assert len(names) == len(set(names))
+    feeds = _feeds(5)
+    np.testing.assert_allclose(_run(twice, feeds)[0], _run(once, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_fresh_names_skip_every_name_in_use():
+    from trtkit.fusion import _Graph
+
+    g = _Graph(_model(*_block()))
+    n = len(g.names)
+    taken = {f"trtkit_hint_{i}" for i in range(n + 50, n + 100)}  # where the serial starts once they are added
+    g.names |= taken
+    first, second = g.fresh_name("hint"), g.fresh_name("hint")
+    assert first not in taken and second not in taken and first != second
+
+
+def test_ir3_model_is_left():
+    model = _model(*_block())
+    model.ir_version = 3
+    report = fuse_model(model)
+    assert report.total == 0 and "IR version 3" in str(report)
+
+
 def test_report_text():
     assert str(FusionReport((("conv_affine", 2), ("hard_swish", 0)))) == "conv_affine x2"
     assert str(FusionReport((("conv_affine", 0),))) == "nothing to fuse"
