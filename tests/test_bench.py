@@ -26,14 +26,6 @@ from .data import tiny_onnx
 QUICK = dict(warmup_ms=5.0, duration_s=0.05)  # enough for >= 10 iterations of the tiny models
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 def mlp(path: Path, *, width: int = 512, layers: int = 8) -> Path:
     """x [batch, width] -> (MatMul, Relu) x layers -> y: a few ms per call at batch 32, on one thread."""
     rng = np.random.default_rng(0)
@@ -49,7 +41,7 @@ def mlp(path: Path, *, width: int = 512, layers: int = 8) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
         initializer=weights,
     )
-    return _save(graph, path)
+    return tiny_onnx.save_graph(graph, path)
 
 
 def image_relu(path: Path) -> Path:
@@ -59,7 +51,7 @@ def image_relu(path: Path) -> Path:
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
     )
-    return _save(graph, path)
+    return tiny_onnx.save_graph(graph, path)
 
 
 @pytest.fixture(scope="module")

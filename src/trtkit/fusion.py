@@ -29,7 +29,7 @@ or ``--no-fuse``.
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -72,21 +72,16 @@ class _Graph:
     """
 
     def __init__(self, model: "onnx.ModelProto") -> None:
-        from onnx import numpy_helper
+        from .onnx_io import graph_constants
 
         self.model = model
         self.graph = model.graph
         self.nodes = list(self.graph.node)
         overridable = {v.name for v in self.graph.input}
-        self.consts: dict[str, np.ndarray] = {
-            t.name: numpy_helper.to_array(t) for t in self.graph.initializer if t.name not in overridable
-        }
-        for node in self.nodes:
-            if node.op_type == "Constant" and not node.domain and len(node.attribute) == 1 and node.attribute[0].name == "value":
-                self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.consts = {k: v for k, v in graph_constants(self.graph).items() if k not in overridable}
         # outputs and tensors a subgraph reads count as extra readers, so they never match "sole"
         self.pinned = {v.name for v in self.graph.output} | _subgraph_names(self.nodes)
-        self.names = _all_names(self.graph) | self.pinned  # every name in use, for fresh ones
+        self.names = _own_names(self.graph) | self.pinned  # every name in use, for fresh ones
         self.dropped: set[str] = set()  # tensors some removed node read; swept if now unused
         self.removed: set[int] = set()  # id() of removed nodes, until flush
         self.inserted: dict[int, list[Any]] = {}  # id(anchor) -> new nodes that go before it
@@ -209,8 +204,8 @@ class _Graph:
         self.set_inputs(conv, [data, self.add_const(w, "fused_w"), self.add_const(b, "fused_b")])
 
     def commit(self) -> None:
-        """Write the node list back and drop initializers and Constants that only removed nodes read."""
-        self.flush()
+        """Write the node list back and drop initializers and Constants that only removed nodes read.
+        Call it after :meth:`flush` (fuse_model flushes after every pass)."""
         unused = {name for name in self.dropped if not self.readers.get(name) and name not in self.pinned}
         nodes = [n for n in self.nodes if not (n.op_type == "Constant" and n.output[0] in unused)]
         del self.graph.node[:]
@@ -227,17 +222,18 @@ def _subgraph_names(nodes: Iterable[Any]) -> set[str]:
     for node in nodes:
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                names |= _all_names(sub)
+                names |= _own_names(sub) | _subgraph_names(sub.node)
     return names
 
 
-def _all_names(graph: Any) -> set[str]:
+def _own_names(graph: Any) -> set[str]:
+    """The tensor names of ``graph`` itself, not of its subgraphs."""
     names = {v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
     names |= {s.values.name for s in graph.sparse_initializer}
     for node in graph.node:
         names.update(node.input)
         names.update(node.output)
-    return names | _subgraph_names(graph.node)
+    return names
 
 
 def _inferred_ranks(model: "onnx.ModelProto") -> dict[str, int]:

@@ -33,6 +33,7 @@ __all__ = [
     "io_specs",
     "save_onnx",
     "iter_tensors",
+    "graph_constants",
     "random_inputs",
     "run_onnxruntime",
     "OutputError",
@@ -94,6 +95,19 @@ def iter_tensors(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
                 yield from iter_tensors(attr.g)
             for sub in attr.graphs:
                 yield from iter_tensors(sub)
+
+
+def graph_constants(graph: "onnx.GraphProto") -> dict[str, np.ndarray]:
+    """Values of the initializers held in the file and of the Constant nodes (``value`` attribute)."""
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_location != 1}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
 
 
 def _external_location(tensor: "onnx.TensorProto") -> str | None:

@@ -27,25 +27,14 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from .onnx_io import graph_constants
+
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 __all__ = ["constants", "rewrite_reshapes", "rewrite_resizes", "suspects", "static_shapes", "infer"]
 
 StaticShapes = Mapping[str, tuple[int | None, ...]]
-
-
-def constants(graph: "onnx.GraphProto") -> dict[str, np.ndarray]:
-    """Values of initializers and Constant nodes (small ones are all we need)."""
-    from onnx import numpy_helper
-
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_location != 1}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
 
 
 def infer(model: "onnx.ModelProto") -> "onnx.ModelProto":
@@ -98,7 +87,7 @@ def _add_initializer(graph: "onnx.GraphProto", base: str, value: np.ndarray) -> 
 
 def rewrite_reshapes(model: "onnx.ModelProto", shapes: StaticShapes) -> list[str]:
     """Reshape targets ``[B, ...]`` with ``B`` = the input's static axis 0 -> ``[0, ...]``."""
-    graph, consts, done = model.graph, constants(model.graph), []
+    graph, consts, done = model.graph, graph_constants(model.graph), []
     for node in graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in consts:
             continue
@@ -117,7 +106,7 @@ def rewrite_reshapes(model: "onnx.ModelProto", shapes: StaticShapes) -> list[str
 
 def rewrite_resizes(model: "onnx.ModelProto", shapes: StaticShapes) -> list[str]:
     """Resize with constant whole-multiple ``sizes`` -> the equivalent constant ``scales``."""
-    graph, consts, done = model.graph, constants(model.graph), []
+    graph, consts, done = model.graph, graph_constants(model.graph), []
     for node in graph.node:
         if node.op_type != "Resize" or len(node.input) < 4 or node.input[3] not in consts:
             continue
@@ -145,7 +134,7 @@ _SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0, "Re
 
 def suspects(model: "onnx.ModelProto", *, batch: int | None, sizes: set[int]) -> list[str]:
     """Nodes whose constant shape-like input has the old ``batch`` first, or one of the old ``sizes`` anywhere."""
-    consts, found = constants(model.graph), []
+    consts, found = graph_constants(model.graph), []
     for node in model.graph.node:
         slot = _SHAPE_INPUTS.get(node.op_type)
         if slot is None or len(node.input) <= slot or node.input[slot] not in consts:

@@ -16,7 +16,8 @@ W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
 B = np.array([0.1, -0.2, 0.3], dtype=np.float32)
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
+def save_graph(graph: onnx.GraphProto, path: Path) -> Path:
+    """Opset 17, IR 8, checked, saved to ``path``."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -49,7 +50,7 @@ def affine(path: Path, *, bias: np.ndarray = B, weight: np.ndarray = W) -> Path:
         ],
         initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")],
     )
-    return _save(graph, path)
+    return save_graph(graph, path)
 
 
 def affine_reference(x: np.ndarray, s: np.ndarray, *, bias: np.ndarray = B, weight: np.ndarray = W) -> dict[str, np.ndarray]:
@@ -65,7 +66,7 @@ def single(path: Path, op: str = "Log") -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 3])],
     )
-    return _save(graph, path)
+    return save_graph(graph, path)
 
 
 def reshape_to_four(path: Path) -> Path:
@@ -77,7 +78,7 @@ def reshape_to_four(path: Path) -> Path:
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 2])],
         initializer=[numpy_helper.from_array(np.array([2, 2], dtype=np.int64), "shape")],
     )
-    return _save(graph, path)
+    return save_graph(graph, path)
 
 
 def typed(path: Path) -> Path:
@@ -94,4 +95,4 @@ def typed(path: Path) -> Path:
             helper.make_tensor_value_info("nflag", TensorProto.BOOL, [1]),
         ],
     )
-    return _save(graph, path)
+    return save_graph(graph, path)

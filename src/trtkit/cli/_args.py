@@ -1,12 +1,13 @@
-"""Argument helpers shared by several commands (shape flags, backend choice)."""
+"""Argument and output helpers shared by several commands (shape flags, backend choice, input notes)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..errors import SpecError
-from ..spec import RuntimeConfig, ShapeProfile, parse_shapes
+from ..spec import RuntimeConfig, ShapeProfile, format_shapes, parse_shapes
 
 __all__ = [
     "OnceAction",
@@ -16,6 +17,7 @@ __all__ = [
     "shapes_from_args",
     "add_runtime_args",
     "add_fuse_arg",
+    "print_input_notes",
     "runtime_from_args",
 ]
 
@@ -112,5 +114,13 @@ def runtime_from_args(args: argparse.Namespace) -> tuple[str, RuntimeConfig]:
     choice = args.backend
     device = "cuda" if choice in ("ort-cuda", "tensorrt") else "cpu"
     name = {"ort-cpu": "onnxruntime", "ort-cuda": "onnxruntime"}.get(choice, choice)
-    fuse = getattr(args, "fuse", True)
-    return name, RuntimeConfig(device=device, threads=args.threads, plugins=tuple(args.plugins), fuse=fuse)
+    return name, RuntimeConfig(device=device, threads=args.threads, plugins=tuple(args.plugins), fuse=args.fuse)
+
+
+def print_input_notes(result: Any) -> None:
+    """On stderr: the warnings of a run or compare result, and the shapes it chose for unset dynamic dims."""
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    if result.defaulted:
+        used = format_shapes({n: result.inputs[n].shape for n in result.defaulted})
+        print(f"using shape {used} (dynamic dims not given: batch set to 1, named dims shared with given inputs; choose with --shapes)", file=sys.stderr)

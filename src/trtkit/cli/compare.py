@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..compare import CompareConfig, compare, parse_tolerances
 from ..sources import BACKEND_CHOICES, SourceConfig
-from ..spec import RuntimeConfig, format_shapes
-from ._args import add_shape_args, shapes_from_args
+from ..spec import RuntimeConfig
+from ._args import add_shape_args, print_input_notes, shapes_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,11 +59,7 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result = compare(args.a, args.b, config=config)
-    for message in result.warnings:
-        print(f"warning: {message}", file=sys.stderr)
-    if result.defaulted:
-        used = format_shapes({n: result.inputs[n].shape for n in result.defaulted})
-        print(f"using shape {used} (dynamic dims not given: batch set to 1, named dims shared with given inputs; choose with --shapes)", file=sys.stderr)
+    print_input_notes(result)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

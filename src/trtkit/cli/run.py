@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..sources import RunConfig, SourceConfig, check_save_path, run_model
-from ..spec import format_shapes
-from ._args import add_runtime_args, add_shape_args, runtime_from_args, shapes_from_args
+from ._args import add_runtime_args, add_shape_args, print_input_notes, runtime_from_args, shapes_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +40,7 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result = run_model(args.model, config=config)
-    for message in result.warnings:
-        print(f"warning: {message}", file=sys.stderr)
-    if result.defaulted:
-        used = format_shapes({n: result.inputs[n].shape for n in result.defaulted})
-        print(f"using shape {used} (dynamic dims not given: batch set to 1, named dims shared with given inputs; choose with --shapes)", file=sys.stderr)
+    print_input_notes(result)
     if args.save:
         result.save(args.save)
     if args.json:
