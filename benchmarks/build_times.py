@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from trtkit import BuildConfig, ShapeProfile
-from trtkit.build import build
+from trtkit.engine.build import build
 
 SHARED = Path(os.environ.get("TRTKIT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "assets" / "models"
 

@@ -113,7 +113,7 @@ def _two_thread_ms(ort, sess, name: str, x_dev, iters: int) -> float:
 
 
 def bench_copies(iters: int) -> None:
-    from trtkit import cuda
+    from trtkit.backends import cuda
     from trtkit.backends._device_io import IoSlot
 
     rt = cuda.runtime()

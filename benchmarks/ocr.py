@@ -9,7 +9,7 @@ lines are RapidOCR 1.4.4's own output, so a CER above 0 there means "differs
 from RapidOCR", and the listed differences say where (check them against the
 image: "single" reads two spaces RapidOCR's padded batches miss). The "unfused" row is trtkit's
 default on its own sessions opened with ``RuntimeConfig(fuse=False)``: the same files as ONNX Runtime
-sees them without trtkit's graph fusions (trtkit.fusion), to show what the fusions contribute.
+sees them without trtkit's graph fusions (trtkit.graph.fusion), to show what the fusions contribute.
 
     python benchmarks/ocr.py                     # assets from ../shared/assets
     python benchmarks/ocr.py --runs 20 --threads 2 --profile
@@ -58,7 +58,7 @@ def make_trtkit(models: Path, threads: int, use_cls: bool) -> tuple[dict[str, Ca
     """One pipeline per strategy, all on the same three ORT sessions, plus the default without graph
     fusion (its own sessions); returns them and the pipelines to close (the default first)."""
     import trtkit
-    from trtkit.tasks.ocr import OcrConfig, OcrPipeline
+    from trtkit.tasks.ocr.pipeline import OcrConfig, OcrPipeline
 
     def open_pipeline(fuse: bool) -> Any:
         return OcrPipeline.from_paths(
@@ -112,7 +112,7 @@ def make_rapidocr(models: Path, threads: int, use_cls: bool) -> Callable[[np.nda
 
 def trtkit_stages(pipeline: Any, rgb: np.ndarray, runs: int) -> dict[str, float]:
     """Median ms of each stage, calling the stage objects the pipeline is made of."""
-    from trtkit.tasks.ocr_det import crop_line
+    from trtkit.tasks.ocr.det import crop_line
 
     times: dict[str, list[float]] = {"det": [], "crop": [], "cls": [], "rec": []}
     for _ in range(runs):
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from trtkit.tasks._image import read_image
-    from trtkit.tasks.ocr import character_error_rate
+    from trtkit.tasks.ocr.pipeline import character_error_rate
 
     models = args.models or args.assets / "models" / "ppocr"
     truth = json.loads((args.assets / "truth.json").read_text())["ocr"]["images"][IMAGE]["lines"]

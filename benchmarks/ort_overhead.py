@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from trtkit.backends.onnxruntime import OnnxRuntimeBackend
-from trtkit.datagen import generate_inputs
+from trtkit.measure.inputs import generate_inputs
 from trtkit.spec import RuntimeConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -64,7 +64,7 @@ def embedding_model():
     class Embed(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.emb = nn.Embedding(16, 6)
+            self.emb = nn.Embedding(32, 6)  # ids come from the shared generator: uniform in [0, 25)
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             return self.emb(ids).mean(dim=1)

@@ -351,6 +351,24 @@ class ShapeProfile:
         return {n: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)} for n, r in self.ranges}
 
 
+@dataclass(frozen=True)
+class BatchProfile:
+    """A profile over the batch axis (axis 0) of every input whose batch is dynamic: ``batch`` is (min, opt, max).
+
+    Resolved into a :class:`ShapeProfile` by ``trtkit.build`` against the model it has already loaded (so
+    ``--dynamic-batch`` needs no second read of the ONNX file). The other dims come from the model when static,
+    else from ``shapes`` (``--shapes`` in the same group), whose axis 0 must then be the opt batch.
+    """
+
+    batch: tuple[int, int, int]
+    shapes: Mapping[str, tuple[int, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        lo, mid, hi = self.batch
+        if not 1 <= lo <= mid <= hi:
+            raise ProfileError(f"batch range needs 1 <= min <= opt <= max, got min {lo}, opt {mid}, max {hi}")
+
+
 def flags_for(specs: Sequence[TensorSpec], *, batch: tuple[int, int, int] = (1, 1, 1), size: int = 640) -> str:
     """Example --minShapes/--optShapes/--maxShapes flags for dynamic inputs.
 
@@ -382,7 +400,7 @@ class RuntimeConfig:
     cuda_graph: bool = False  # capture a CUDA graph per static shape (TensorRT)
     contexts: int = 1  # execution contexts (and streams) per engine (TensorRT)
     outputs_on_device: bool = False  # return device arrays instead of numpy (GPU backends)
-    # apply trtkit's exact graph fusions that ONNX Runtime misses (trtkit.fusion) when opening an ONNX
+    # apply trtkit's exact graph fusions that ONNX Runtime misses (trtkit.graph.fusion) when opening an ONNX
     # model; False runs the graph exactly as ONNX Runtime alone would. TensorRT fuses by itself.
     fuse: bool = True
 
@@ -395,9 +413,9 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything `trtkit build` needs besides the ONNX file. See :mod:`trtkit.build`."""
+    """Everything `trtkit build` needs besides the ONNX file. See :mod:`trtkit.engine.build`."""
 
-    profiles: tuple[ShapeProfile, ...] = ()
+    profiles: tuple[ShapeProfile | BatchProfile, ...] = ()
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | best
     backend: str = "auto"  # tensorrt | tensorrt-rtx | auto
     workspace_bytes: int | None = None

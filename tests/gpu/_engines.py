@@ -12,7 +12,7 @@ def build_relu_engine(path: Path, *, max_batch: int = 4, trt: ModuleType | None 
     if trt is None:
         import tensorrt_rtx as trt
 
-    from trtkit.backends._trt_api import shared_logger
+    from trtkit.engine.trt_api import shared_logger
 
     logger = shared_logger(trt)
     builder = trt.Builder(logger)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import trtkit
-from trtkit.bench import BenchConfig, benchmark
+from trtkit.measure.bench import BenchConfig, benchmark
 from trtkit.errors import EngineError
 from trtkit.spec import RuntimeConfig
 from tests.gpu._engines import build_relu_engine

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtkit import cuda
+from trtkit.backends import cuda
 from trtkit.backends._device_io import IoSlot
 from trtkit.errors import ClosedError, CudaError
 

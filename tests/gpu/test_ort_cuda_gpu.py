@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import trtkit
-from trtkit import cuda
+from trtkit.backends import cuda
 from trtkit.backends._device_io import concat_outputs, split_batch
 from trtkit.spec import RuntimeConfig
 from tests.conftest import asset_model

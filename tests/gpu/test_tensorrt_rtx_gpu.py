@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import trtkit
-from trtkit import cuda
+from trtkit.backends import cuda
 from trtkit.errors import EngineError
 from tests.gpu._engines import build_relu_engine
 

@@ -6,7 +6,7 @@ numpy inputs are copied into pinned staging memory (several threads for big
 arrays: one core cannot feed PCIe/NVLink), then copied to the device
 asynchronously; device arrays (torch/cupy, ``__cuda_array_interface__``) are
 used in place. Results are **copies**: numpy outputs are new arrays and
-``outputs_on_device`` outputs are new :class:`~trtkit.cuda.DeviceArray`s, so
+``outputs_on_device`` outputs are new :class:`~trtkit.backends.cuda.DeviceArray`s, so
 nothing a caller holds is overwritten by the next call.
 
 :class:`PipelinedBackend` runs inferences on a pool of slots from worker
@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .. import cuda
+from . import cuda
 from ..errors import ClosedError, ShapeError
 from .base import Feeds, StageTimes
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import BackendUnavailable, ModelLoadError, ShapeError, SpecError
-from ..fusion import FusionReport, fuse_file
+from ..graph.fusion import FusionReport, fuse_file
 from ..spec import RuntimeConfig, TensorSpec
 from .base import BackendBase, Feeds, normalize_feeds
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .. import cuda
+from . import cuda
 from ..errors import DTypeError, SpecError
 from ..spec import RuntimeConfig
 from ._device_io import IoSlot, PipelinedBackend, SlotPool, StageTimer

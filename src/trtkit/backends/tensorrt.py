@@ -30,14 +30,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .. import cuda
-from ..engine_file import EngineFile, read_engine_file
+from . import cuda
+from ..engine.plan_file import EngineFile, read_engine_file
 from ..errors import BackendUnavailable, EngineError
 from ..spec import RuntimeConfig, TensorSpec
-from . import _trt_api as api
+from ..engine import trt_api as api
 from ._device_io import IoSlot, PipelinedBackend, SlotPool, StageTimer, concat_outputs, is_device_array, split_batch
-from ._trt import TRT_BACKENDS, TrtFlavor, trt_flavor
-from ._trt_profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
+from ..engine.flavor import TRT_BACKENDS, TrtFlavor, trt_flavor
+from ..engine.profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
 from .base import BackendBase, Feeds, normalize_feeds
 
 __all__ = ["TensorRTBackend", "choose_flavors"]
@@ -64,7 +64,7 @@ class _ContextState:
 def _sidecar_backend(path: Path) -> str | None:
     """The backend recorded by ``trtkit build`` in the engine's sidecar, if any."""
     try:
-        from ..engine_info import read_sidecar
+        from ..engine.info import read_sidecar
     except ImportError:  # sidecar support not installed in this build
         return None
     info = read_sidecar(path)

@@ -91,12 +91,9 @@ def profile_from_args(args: argparse.Namespace) -> ShapeProfile | None:
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "onnxruntime", "ort-cpu", "ort-cuda", "tensorrt"],
-        help="runtime: auto (by file extension), onnxruntime/ort-cpu, ort-cuda, tensorrt",
-    )
+    from ..backends import backend_choices, backend_help
+
+    parser.add_argument("--backend", default="auto", choices=backend_choices(), help=backend_help())
     parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (ONNX Runtime)")
     add_fuse_arg(parser)
     parser.add_argument("--plugins", action="append", default=[], metavar="LIB.so", help="TensorRT plugin library (repeatable)")
@@ -110,11 +107,10 @@ def add_fuse_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def runtime_from_args(args: argparse.Namespace) -> tuple[str, RuntimeConfig]:
-    """Map --backend to (registry name, RuntimeConfig)."""
-    choice = args.backend
-    device = "cuda" if choice in ("ort-cuda", "tensorrt") else "cpu"
-    name = {"ort-cpu": "onnxruntime", "ort-cuda": "onnxruntime"}.get(choice, choice)
-    return name, RuntimeConfig(device=device, threads=args.threads, plugins=tuple(args.plugins), fuse=args.fuse)
+    """Map --backend to (backend for trtkit.load, RuntimeConfig on the device that backend runs on)."""
+    from ..backends import runtime_for
+
+    return runtime_for(args.backend, base=RuntimeConfig(threads=args.threads, plugins=tuple(args.plugins), fuse=args.fuse))
 
 
 def print_input_notes(result: Any) -> None:

@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import SpecError
-    from ..tasks.nms_graph import AddNmsConfig, add_nms
+    from ..graph.nms import AddNmsConfig, add_nms
 
     if args.task == "face" and args.layout != "auto":
         raise SpecError("--layout applies to --task detect only; drop it for --task face")

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import check_output_path
+from ..backends import backend_choices
 from ..errors import BenchError
 from ._args import OnceAction, add_fuse_arg, runtime_from_args, shapes_from_args
 
 if TYPE_CHECKING:
-    from ..bench import BenchTarget
+    from ..measure.bench import BenchTarget
 
-BACKEND_CHOICES = ("auto", "onnxruntime", "ort-cpu", "ort-cuda", "tensorrt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--compare", nargs="+", default=[], metavar="MODEL[@BACKEND]",
                    help="benchmark several runs interleaved and print ratios to the first, e.g. "
                         "--compare m.onnx@ort-cpu m.onnx@ort-cuda m.engine")
-    p.add_argument("--backend", action="append", default=[], choices=BACKEND_CHOICES,
+    p.add_argument("--backend", action="append", default=[], choices=backend_choices(),
                    help="runtime (repeatable: each model without @BACKEND runs on each one); default auto")
     p.add_argument("--shapes", action=OnceAction, metavar="SPEC", help="input shapes, trtexec syntax (with --batch: without the batch axis, "
                                                      "e.g. images:3x640x640)")
@@ -56,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import BenchConfig, benchmark_models
-    from ..bench_report import format_text, write_json, write_plot
+    from ..measure.bench import BenchConfig, benchmark_models
+    from ..measure.report import format_text, write_json, write_plot
 
     config = BenchConfig(
         shapes=shapes_from_args(args),
@@ -106,16 +106,16 @@ def split_backend(item: str) -> tuple[str, str | None]:
     path, sep, backend = item.rpartition("@")
     if not sep or os.path.exists(item) or "/" in backend or os.sep in backend:  # an '@' inside a directory name
         return item, None
-    if backend not in BACKEND_CHOICES:
+    if backend not in backend_choices():
         raise BenchError(
-            f"{item!r}: unknown backend {backend!r} after '@'; choose one of {', '.join(BACKEND_CHOICES)} "
+            f"{item!r}: unknown backend {backend!r} after '@'; choose one of {', '.join(backend_choices())} "
             "(e.g. model.onnx@ort-cuda)"
         )
     return path, backend
 
 
 def targets_from_args(args: argparse.Namespace) -> list[BenchTarget]:
-    from ..bench import BenchTarget
+    from ..measure.bench import BenchTarget
 
     items = ([args.model] if args.model else []) + list(args.compare)
     if not items:

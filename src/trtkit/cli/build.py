@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..spec import BuildConfig, ShapeProfile, parse_shapes
+from ..spec import BatchProfile, BuildConfig, ShapeProfile, parse_shapes
 
 SHAPE_FLAGS = ("shapes", "minShapes", "optShapes", "maxShapes", "dynamic_batch")
 _UNITS = {"": 2**20, "K": 2**10, "M": 2**20, "G": 2**30}  # trtexec: a bare number is MiB
@@ -109,17 +109,15 @@ def _precision(args: argparse.Namespace) -> str:
     return chosen[0] if chosen else "fp32"
 
 
-def _group_profile(group: dict[str, str], index: int, model: str) -> ShapeProfile:
+def _group_profile(group: dict[str, str], index: int) -> ShapeProfile | BatchProfile:
     ranges = [group.get(k) for k in ("minShapes", "optShapes", "maxShapes")]
     if group.get("dynamic_batch"):
         if any(ranges):
             raise SpecError(f"profile {index}: --dynamic-batch and --minShapes/--optShapes/--maxShapes conflict; use one")
-        from ..build import batch_profile, parse_batch_range
-        from ..onnx_io import io_specs, load_onnx
+        from ..engine.build import parse_batch_range
 
-        inputs, _ = io_specs(load_onnx(model, external_data=False))
         shapes = parse_shapes(group["shapes"]) if group.get("shapes") else None
-        return batch_profile(inputs, parse_batch_range(group["dynamic_batch"]), shapes=shapes)
+        return BatchProfile(parse_batch_range(group["dynamic_batch"]), shapes=shapes)  # resolved by build()
     if group.get("shapes") and any(ranges):
         raise SpecError(f"profile {index}: --shapes and --minShapes/--optShapes/--maxShapes conflict; "
                         "use --shapes for a fixed shape or the three range flags")
@@ -131,13 +129,13 @@ def _group_profile(group: dict[str, str], index: int, model: str) -> ShapeProfil
     raise SpecError(f"profile {index} is empty: give shape flags after each --profile")
 
 
-def _profiles(args: argparse.Namespace, model: str) -> tuple[ShapeProfile, ...]:
+def _profiles(args: argparse.Namespace) -> tuple[ShapeProfile | BatchProfile, ...]:
     if args.profile_dupes:
         raise SpecError(f"{args.profile_dupes[0]}; start another profile with --profile, or give the flag once")
     groups = args.profile_groups or []
     if groups == [{}] and args.profile_started:
         raise SpecError("--profile was given without any shape flags after it")
-    return tuple(_group_profile(g, i, model) for i, g in enumerate(groups))
+    return tuple(_group_profile(g, i) for i, g in enumerate(groups))
 
 
 def _model_and_output(args: argparse.Namespace) -> tuple[str, str]:
@@ -149,7 +147,7 @@ def _model_and_output(args: argparse.Namespace) -> tuple[str, str]:
     return model, args.output or str(Path(model).with_suffix(".plan"))
 
 
-def config_from_args(args: argparse.Namespace, model: str) -> BuildConfig:
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
     if args.implicitBatch:
         raise SpecError(
             "--implicitBatch: implicit batch was removed in TensorRT 10 (and never existed in TensorRT-RTX); "
@@ -157,7 +155,7 @@ def config_from_args(args: argparse.Namespace, model: str) -> BuildConfig:
             "(`trtkit reshape` converts between static and dynamic); for a batch range use --dynamic-batch MIN:OPT:MAX"
         )
     return BuildConfig(
-        profiles=_profiles(args, model),
+        profiles=_profiles(args),
         precision=_precision(args),
         backend=args.backend,
         workspace_bytes=parse_mem_pool(args.memPoolSize) if args.memPoolSize else None,
@@ -172,10 +170,10 @@ def config_from_args(args: argparse.Namespace, model: str) -> BuildConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build import build
+    from ..engine.build import build
 
     model, output = _model_and_output(args)
-    config = config_from_args(args, model)
+    config = config_from_args(args)
     if args.explicitBatch:
         print("note: --explicitBatch is the default and only mode since TensorRT 10; the flag is not needed", file=sys.stderr)
     report = build(model, output, config=config)

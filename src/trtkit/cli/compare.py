@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..compare import CompareConfig, compare, parse_tolerances
-from ..sources import BACKEND_CHOICES, SourceConfig
+from ..measure.compare import CompareConfig, compare, parse_tolerances
+from ..backends import backend_choices
+from ..measure.run import SourceConfig
 from ..spec import RuntimeConfig
 from ._args import add_shape_args, print_input_notes, shapes_from_args
 
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"--{flag}", action="append", default=[], metavar="[NAME:]VALUE",
             help=f"{'absolute' if flag == 'atol' else 'relative'} tolerance (default 1e-5); NAME:VALUE sets one output's (repeatable)",
         )
-    choices = list(BACKEND_CHOICES)
+    choices = backend_choices()
     for side in ("a", "b"):
         p.add_argument(f"--backend-{side}", default="auto", choices=choices, help=f"runtime for {side.upper()} (default: by file extension)")
         p.add_argument(f"--weights-{side}", metavar="FILE", help=f"weights for PyTorch source {side.upper()} (state_dict or checkpoint)")

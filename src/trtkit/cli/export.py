@@ -53,7 +53,7 @@ def _dtype_item(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import ExportConfig, export
+    from ..graph.export import ExportConfig, export
 
     names = tuple(n.strip() for n in args.output_names.split(",")) if args.output_names else ()
     if any(not n for n in names):

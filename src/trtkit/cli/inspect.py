@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspect import inspect_model
+    from ..graph.inspection import inspect_model
 
     info = inspect_model(args.model)
     print(json.dumps(info.to_json(), indent=2) if args.json else info.render())

@@ -54,7 +54,7 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..quantize import QuantizeConfig, quantize
+    from ..graph.quantize import QuantizeConfig, quantize
 
     config = QuantizeConfig(
         calib=args.calib,

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reshape import ReshapeConfig, reshape
+    from ..graph.reshape import ReshapeConfig, reshape
 
     reject_repeated(args)
     config = ReshapeConfig(

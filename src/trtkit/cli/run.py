@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..sources import RunConfig, SourceConfig, check_save_path, run_model
+from ..measure.run import RunConfig, SourceConfig, check_save_path, run_model
 from ._args import add_runtime_args, add_shape_args, print_input_notes, runtime_from_args, shapes_from_args
 
 

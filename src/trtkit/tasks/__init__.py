@@ -19,7 +19,7 @@ TASKS: dict[str, str] = {
     "classify": "trtkit.tasks.classification:Classifier",
     "detect": "trtkit.tasks.detection:Detector",
     "face": "trtkit.tasks.face:FaceDetector",
-    "ocr": "trtkit.tasks.ocr:OcrPipeline",
+    "ocr": "trtkit.tasks.ocr.pipeline:OcrPipeline",
 }
 
 

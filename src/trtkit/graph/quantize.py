@@ -1,0 +1,350 @@
+"""``trtkit quantize``: FP32 ONNX -> INT8 Q/DQ ONNX for TensorRT's explicit quantization.
+
+TensorRT 11 and TensorRT-RTX have no INT8 builder flag or calibrator: INT8 comes
+from QuantizeLinear/DequantizeLinear nodes in the graph. This module makes them
+with ONNX Runtime's ``quantize_static`` (well kept, and what NVIDIA's own docs
+point to), using the settings TensorRT needs: QDQ format, signed INT8 for weights
+and activations, symmetric scales (zero point 0, which TensorRT requires), and
+per-channel weight scales. Only Conv/ConvTranspose/MatMul/Gemm inputs are
+quantized: TensorRT fuses those and propagates the scales itself.
+
+Calibration data (``--calib``), one of:
+
+- a ``.npz`` file: one array per model input, keyed by input name (a single
+  array saved unnamed as ``arr_0`` is accepted for a one-input model). Samples
+  are stacked on axis 0 and fed in batches of the model's batch size (1 when
+  the batch is dynamic). Arrays must already be preprocessed exactly as the
+  model expects, in the input's dtype.
+- a directory of ``.npz`` files (as above), or of ``.npy`` files (one-input
+  models), or of images (.jpg/.jpeg/.png/.bmp/.webp).
+
+Images are preprocessed with ONE fixed recipe, so check that it is your model's:
+decode -> RGB (``bgr=True`` for BGR models) -> resize (bilinear, no letterbox,
+no crop) to the input's H x W (``image_size`` when those are dynamic) -> float32
+scaled to [0, 1] -> ``(x - mean) / std`` per channel -> NCHW with batch 1.
+Anything else (letterboxing, crops, other scaling): save preprocessed .npy/.npz.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .._optional import require
+from ..atomic import atomic_output, check_output_path
+from ..errors import BuildError, DTypeError, ModelLoadError, ShapeError, SpecError
+from ..spec import TensorSpec
+
+__all__ = ["QuantizeConfig", "QuantizeReport", "quantize", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+METHODS = ("minmax", "entropy", "percentile")
+QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How :func:`quantize` calibrates. See the module docstring for the data formats."""
+
+    calib: str  # .npz file, or a directory of .npz / .npy / image files
+    method: str = "minmax"  # minmax | entropy | percentile (ORT calibration methods)
+    per_channel: bool = True  # per-output-channel weight scales (TensorRT supports them for Conv/MatMul)
+    max_samples: int = 256  # calibration batches used at most
+    image_size: tuple[int, int] | None = None  # (H, W) for images when the model's H/W are dynamic
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # subtracted after scaling pixels to [0, 1]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    bgr: bool = False  # feed images as BGR (OpenCV-trained models, PP-OCR)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SpecError(f"calibration method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.max_samples < 1:
+            raise SpecError(f"max_samples must be >= 1, got {self.max_samples}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
+            raise SpecError(f"mean and std need 3 values each and std no zeros, got mean {self.mean}, std {self.std}")
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    output: str
+    batches: int  # calibration batches fed
+    source: str  # what they came from
+    qdq_nodes: int  # QuantizeLinear + DequantizeLinear nodes in the result
+    method: str
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.output}: {self.qdq_nodes} Q/DQ nodes, calibrated ({self.method}) on {self.batches} "
+            f"batch(es) from {self.source}; build it with: trtkit build {self.output} --int8 ..."
+        )
+
+
+# ------------------------------------------------------------ array data
+
+def _batch_size(spec: TensorSpec) -> int:
+    return spec.shape[0] if spec.rank and isinstance(spec.shape[0], int) else 1
+
+
+def _npz_arrays(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"calibration file {str(path)!r} is not a readable .npz ({exc}); save it with numpy.savez") from None
+    names = [s.name for s in specs]
+    if len(specs) == 1 and list(arrays) == ["arr_0"]:
+        return {names[0]: arrays["arr_0"]}
+    missing = [n for n in names if n not in arrays]
+    extra = [k for k in arrays if k not in names]
+    if missing or extra:
+        raise SpecError(
+            f"calibration file {str(path)!r} has arrays {sorted(arrays)}, but the model's inputs are {names}"
+            f"{'; missing: ' + ', '.join(missing) if missing else ''}{'; unknown: ' + ', '.join(extra) if extra else ''}. "
+            "Save one array per input, keyed by input name: numpy.savez(path, **{name: array})"
+        )
+    return arrays
+
+
+def _check_finite(arr: np.ndarray, name: str, source: str) -> None:
+    """NaN/Inf would reach ORT's calibrator, which fails with a bare ``AssertionError: scale issue``."""
+    if arr.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite.reshape(arr.shape[0], -1).all(axis=1)) if arr.ndim else np.array([0])
+    raise SpecError(
+        f"calibration array {name!r} in {source} holds {int(np.isnan(arr).sum())} NaN and {int(np.isinf(arr).sum())} "
+        f"Inf value(s) (first in sample {int(bad[0])} along axis 0, {len(bad)} sample(s) affected); calibration needs "
+        "finite data: fix the preprocessing that produced it, or drop those samples"
+    )
+
+
+def _split(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], source: str) -> Iterator[dict[str, np.ndarray]]:
+    """Cut arrays stacked on axis 0 into model-sized batches, checking dtype, shape and finiteness (never casting)."""
+    counts = set()
+    for spec in specs:
+        arr = arrays[spec.name]
+        if arr.dtype.name != spec.dtype:
+            raise DTypeError(
+                f"calibration array {spec.name!r} in {source} is {arr.dtype.name}, but the model input is {spec.dtype}; "
+                f"convert it before saving (array.astype(np.{spec.dtype}))"
+            )
+        batch = _batch_size(spec)
+        if arr.ndim != spec.rank or arr.shape[0] % batch:
+            raise ShapeError(
+                f"calibration array {spec.name!r} in {source} has shape {list(arr.shape)}; expected samples stacked on "
+                f"axis 0 in multiples of the model batch {batch}, each like {spec.display_shape()}"
+            )
+        _check_finite(arr, spec.name, source)
+        counts.add(arr.shape[0] // batch)
+    if len(counts) != 1:
+        raise ShapeError(f"calibration arrays in {source} hold different numbers of samples ({sorted(counts)}); give each input the same count")
+    for i in range(counts.pop()):
+        feed = {}
+        for spec in specs:
+            b = _batch_size(spec)
+            feed[spec.name] = np.ascontiguousarray(arrays[spec.name][i * b:(i + 1) * b])
+            if not spec.accepts(feed[spec.name].shape):
+                raise ShapeError(
+                    f"calibration sample {i} of {spec.name!r} in {source} has shape {list(feed[spec.name].shape)}, "
+                    f"which the model input {spec.display_shape()} does not accept"
+                )
+        yield feed
+
+
+# ------------------------------------------------------------ image data
+
+def _image_hw(spec: TensorSpec, config: QuantizeConfig) -> tuple[int, int]:
+    if spec.rank != 4 or spec.shape[1] != 3 or spec.dtype != "float32":
+        raise SpecError(
+            f"images can only calibrate a float32 NCHW input with 3 channels; {spec.name!r} is {spec.dtype} "
+            f"{spec.display_shape()}. Save preprocessed arrays as .npz instead"
+        )
+    h, w = spec.shape[2], spec.shape[3]
+    if config.image_size:
+        if (isinstance(h, int) and h != config.image_size[0]) or (isinstance(w, int) and w != config.image_size[1]):
+            raise ShapeError(f"image size {config.image_size} contradicts the model input {spec.display_shape()}; drop --image-size")
+        return config.image_size
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise ShapeError(
+            f"model input {spec.name!r} {spec.display_shape()} has dynamic height/width: give the calibration size, "
+            "e.g. --image-size 640x640"
+        )
+    return h, w
+
+
+def _image_feed(path: Path, spec: TensorSpec, hw: tuple[int, int], config: QuantizeConfig) -> dict[str, np.ndarray]:
+    image_mod = require("PIL", purpose="calibrating with images")
+    image_mod = require("PIL.Image")
+    try:
+        with image_mod.open(path) as img:
+            rgb = img.convert("RGB").resize((hw[1], hw[0]), image_mod.BILINEAR)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"calibration image {str(path)!r} cannot be read ({exc}); remove it or convert it to PNG/JPEG") from None
+    x = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
+    if config.bgr:
+        x = x[..., ::-1]
+    x = ((x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)).astype(np.float32)
+    return {spec.name: np.ascontiguousarray(x.transpose(2, 0, 1)[None])}
+
+
+def _image_options(config: QuantizeConfig) -> list[str]:
+    """The image preprocessing options set away from their defaults (CLI spelling)."""
+    defaults = QuantizeConfig(calib=config.calib)
+    return [flag for flag, attr in (("--image-size", "image_size"), ("--mean", "mean"), ("--std", "std"), ("--bgr", "bgr"))
+            if getattr(config, attr) != getattr(defaults, attr)]
+
+
+def _refuse_image_options(config: QuantizeConfig, what: str) -> None:
+    """Preprocessing options only apply to images; arrays are used as they are, so ignoring them would be silent."""
+    given = _image_options(config)
+    if given:
+        raise SpecError(
+            f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to image calibration only, but --calib {what} "
+            "holds arrays, which are fed exactly as saved (already preprocessed). Drop "
+            f"{'it' if len(given) == 1 else 'them'}, or preprocess the arrays before saving them"
+        )
+
+
+def _directory_feeds(root: Path, specs: Sequence[TensorSpec], config: QuantizeConfig) -> Iterator[dict[str, np.ndarray]]:
+    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    kinds = {
+        "npz": [p for p in files if p.suffix.lower() == ".npz"],
+        "npy": [p for p in files if p.suffix.lower() == ".npy"],
+        "image": [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES],
+    }
+    used = [k for k, v in kinds.items() if v]
+    if len(used) != 1:
+        raise SpecError(
+            f"calibration directory {str(root)!r} must hold one kind of file: .npz, .npy or images "
+            f"({', '.join(IMAGE_SUFFIXES)}); found {', '.join(used) or 'none of them'}"
+        )
+    kind = used[0]
+    if kind != "image":
+        _refuse_image_options(config, f"{str(root)!r} (.{kind} files)")
+    if kind == "npz":
+        for p in kinds["npz"]:
+            yield from _split(_npz_arrays(p, specs), specs, repr(str(p)))
+    elif kind == "npy":
+        if len(specs) != 1:
+            raise SpecError(f"{str(root)!r} holds .npy files, which only fit a one-input model; this one has {len(specs)}: use .npz")
+        for p in kinds["npy"]:
+            yield from _split({specs[0].name: np.load(p, allow_pickle=False)}, specs, repr(str(p)))
+    else:
+        if len(specs) != 1:
+            raise SpecError(f"images only calibrate a one-input model; this one has {len(specs)} inputs: use .npz")
+        hw = _image_hw(specs[0], config)
+        for p in kinds["image"]:
+            yield _image_feed(p, specs[0], hw, config)
+
+
+def calibration_feeds(specs: Sequence[TensorSpec], config: QuantizeConfig) -> tuple[list[dict[str, np.ndarray]], str]:
+    """The calibration batches (at most ``max_samples``) and a description of where they came from."""
+    src = Path(config.calib)
+    if src.is_dir():
+        it, what = _directory_feeds(src, specs, config), f"directory {str(src)!r}"
+    elif src.is_file() and src.suffix.lower() == ".npz":
+        _refuse_image_options(config, f"{str(src)!r} (.npz)")
+        it, what = _split(_npz_arrays(src, specs), specs, repr(str(src))), f"{str(src)!r}"
+    elif src.exists():
+        raise SpecError(f"--calib {str(src)!r}: expected a .npz file or a directory of .npz/.npy/image files")
+    else:
+        raise ModelLoadError(f"calibration data {str(src)!r} does not exist; give a .npz file or a directory")
+    feeds = []
+    for feed in it:
+        feeds.append(feed)
+        if len(feeds) >= config.max_samples:
+            break
+    if not feeds:
+        raise SpecError(f"calibration data {what} holds no samples; add images, .npy or .npz files")
+    return feeds, what
+
+
+# --------------------------------------------------------------- quantize
+
+def _reader(feeds: list[dict[str, np.ndarray]]) -> Any:
+    quant = require("onnxruntime.quantization", purpose="trtkit quantize")
+
+    class _Reader(quant.CalibrationDataReader):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = iter(feeds)
+
+    return _Reader()
+
+
+def quantize(model: str | os.PathLike[str], output: str | os.PathLike[str], *, config: QuantizeConfig) -> QuantizeReport:
+    """Calibrate ``model`` on ``config.calib`` and write a Q/DQ INT8 ONNX model to ``output`` (atomically)."""
+    from .onnx_io import io_specs, load_onnx
+
+    src = Path(model)
+    out = check_output_path(output, what="quantized model", inputs=(src, config.calib))
+    onnx_model = load_onnx(src)
+    _refuse_quantized(src, onnx_model)
+    inputs, _ = io_specs(onnx_model)
+    feeds, what = calibration_feeds(inputs, config)
+    q = require("onnxruntime.quantization", purpose="trtkit quantize")
+    method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+              "percentile": q.CalibrationMethod.Percentile}[config.method]
+    # No quant_pre_process: it imports torch through onnxruntime.tools (10+ s), and quantize_static
+    # runs ONNX shape inference on the model itself, which is what the quantizer needs.
+    with atomic_output(out, what="quantized model", inputs=(src, config.calib)) as tmp_out, _quiet_preprocess_advice():
+        q.quantize_static(
+            str(src), str(tmp_out), _reader(feeds), quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=QUANT_OPS, per_channel=config.per_channel,
+            activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8, calibrate_method=method,
+            # TensorRT: zero points must be 0 (symmetric), and it has no INT32 bias dequantization.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        )
+        count = _count_qdq(tmp_out)
+        if count == 0:
+            raise BuildError(
+                f"quantizing {str(src)!r} produced no Q/DQ nodes: it has no {'/'.join(QUANT_OPS)} ops with float "
+                "inputs to quantize; INT8 brings nothing for this model"
+            )
+    return QuantizeReport(str(out), len(feeds), what, count, config.method)
+
+
+def _refuse_quantized(src: Path, onnx_model: Any) -> None:
+    """Quantizing a Q/DQ graph again would stack a second, meaningless layer of Q/DQ nodes."""
+    from ..engine.precision import QDQ_OPS
+
+    count = sum(node.op_type in QDQ_OPS for node in onnx_model.graph.node)
+    if count:
+        raise BuildError(
+            f"{str(src)!r} is already quantized: it has {count} QuantizeLinear/DequantizeLinear nodes. Quantizing it "
+            "again would add a second set; build it as it is (trtkit build MODEL --int8 ...), or quantize the "
+            "original FP32 model instead"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_preprocess_advice() -> Iterator[None]:
+    """Drop ORT's root-logger advice to run quant_pre_process (skipped on purpose, see quantize())."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def _count_qdq(path: Path) -> int:
+    onnx = require("onnx")
+    m = onnx.load(str(path), load_external_data=False)
+    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
