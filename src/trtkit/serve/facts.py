@@ -69,7 +69,7 @@ class ModelFacts:
 
 
 def _profile(data: dict[str, dict[str, list[int]]]) -> ShapeProfile:
-    return ShapeProfile(tuple((n, ShapeRange(r["min"], r["opt"], r["max"])) for n, r in data.items()))
+    return ShapeProfile(tuple((n, ShapeRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))) for n, r in data.items()))
 
 
 def read_facts(path: str | os.PathLike[str]) -> ModelFacts:

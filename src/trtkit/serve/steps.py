@@ -180,7 +180,7 @@ def meta_to_json(meta: Any) -> Any:
     """A task's meta (None, or a dataclass of numbers such as the letterbox) as JSON."""
     if meta is None:
         return None
-    if not dataclasses.is_dataclass(meta):
+    if not dataclasses.is_dataclass(meta) or isinstance(meta, type):
         raise TaskError(f"task meta of type {type(meta).__name__} cannot be sent between ensemble steps")
     kind = type(meta)
     return {"type": f"{kind.__module__}:{kind.__qualname__}", "fields": dataclasses.asdict(meta)}
@@ -192,8 +192,8 @@ def meta_from_json(doc: Any) -> Any:
     module, _, name = str(doc.get("type", "")).partition(":")
     if not module.startswith("trtkit.tasks"):  # only trtkit's own meta types are ever rebuilt
         raise TaskError(f"input {META!r} names type {doc.get('type')!r}, which is not a trtkit task meta")
-    kind = getattr(importlib.import_module(module), name)
-    if not dataclasses.is_dataclass(kind):
+    kind: Any = getattr(importlib.import_module(module), name)
+    if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
         raise TaskError(f"input {META!r} names {doc.get('type')!r}, which is not a trtkit task meta")
     return kind(**doc["fields"])
 
