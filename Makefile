@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev,torch,rtx]'
+	# Triton's server binary for tests/serve and trtkit serve; --no-deps: the wheel pins numpy<2 (unused here)
+	$(BIN)/pip install -q --no-deps nvidia-pytriton==0.7.0
 	touch $(STAMP)
 
 demo: $(STAMP)

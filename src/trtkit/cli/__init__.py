@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "bench": "trtkit.cli.bench",
     "predict": "trtkit.cli.predict",
     "add-nms": "trtkit.cli.add_nms",
+    "triton": "trtkit.cli.triton",
+    "serve": "trtkit.cli.serve",
 }
 
 
