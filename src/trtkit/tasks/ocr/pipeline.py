@@ -132,12 +132,20 @@ class OcrPipeline:
     # ------------------------------------------------------------ running
     def __call__(self, image: ImageInput) -> OcrResult:
         from .._image import as_rgb
-        from .det import crop_line
 
         if self._closed:
             raise TaskError("OcrPipeline was used after close(); create a new one")
         rgb = as_rgb(image)
-        boxes = self.detector(rgb)
+        return self.read_lines(rgb, self.detector(rgb))
+
+    def read_lines(self, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> OcrResult:
+        """The stages after detection: crop each detected box out of ``rgb`` (RGB uint8 HxWx3), turn
+        it upright (direction classifier), recognize it. For callers that ran the detector elsewhere
+        (the Triton ensemble runs it as its own step, then its postprocess calls this)."""
+        from .det import crop_line
+
+        if self._closed:
+            raise TaskError("OcrPipeline was used after close(); create a new one")
         crops = [crop_line(rgb, box) for box in boxes]
         flipped = [False] * len(crops)
         if self.classifier is not None and crops:
