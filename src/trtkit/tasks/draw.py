@@ -157,33 +157,51 @@ def draw_polygons(image: np.ndarray, polygons: Sequence[np.ndarray], *, labels: 
     return canvas
 
 
+def _wrap(cv2: Any, text: str, width: int, scale: float, weight: int) -> list[str]:
+    """Split ``text`` into lines no wider than ``width`` pixels (at word boundaries where possible)."""
+    lines, current = [], ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if _text_box(cv2, candidate, scale, weight)[0] <= width or not current:
+            current = candidate
+        else:
+            lines.append(current)
+            current = word
+        while _text_box(cv2, current, scale, weight)[0] > width and len(current) > 1:  # one very long word
+            cut = len(current) - 1
+            while cut > 1 and _text_box(cv2, current[:cut], scale, weight)[0] > width:
+                cut -= 1
+            lines.append(current[:cut])
+            current = current[cut:]
+    return lines + ([current] if current else [])
+
+
 def draw_text_panel(image: np.ndarray, polygons: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
-    """OCR view: polygons numbered on the image, and a white panel on the right listing ``n: text`` per
-    line at a size that fits the panel (long lines cut with ``..``), so dense pages stay readable."""
+    """OCR view: polygons numbered on the image, and a white panel on the right listing every line as
+    ``n  text`` in dark ink at a fixed readable size, wrapped to the panel's width; the canvas grows
+    downwards when the text is taller than the image, so nothing is cut or drawn over the page."""
     cv2 = require("cv2", purpose="drawing results")
     marked = draw_polygons(image, polygons, labels=[str(i + 1) for i in range(len(polygons))])
     h, w = marked.shape[:2]
     panel_w = max(w, 320)
-    panel = np.full((h, panel_w, 3), 255, np.uint8)
-    lines = [f"{i + 1}: {_ascii(text)}" for i, text in enumerate(texts)]
-    if lines:
-        weight = 1
-        _, unit_h, _ = _text_box(cv2, "Ag", 1.0, weight)
-        scale = min(_thickness(marked) / 3 + 0.2, (h - 4) / (len(lines) * unit_h * 1.15))
-        scale = max(scale, 0.3)  # below this Hershey text is unreadable; then the panel scrolls past the bottom
-        _, line_h, base = _text_box(cv2, "Ag", scale, weight)
-        step = int(line_h * 1.15) + 1
-        rows = max(1, (h - 4) // step)
-        columns = -(-len(lines) // rows)
-        col_w = panel_w // columns
-        for i, line in enumerate(lines):
-            col, row = divmod(i, rows)
-            text = line
-            while len(text) > 3 and _text_box(cv2, text, scale, weight)[0] > col_w - 6:
-                text = text[:-3] + ".."
-            y = 2 + row * step + line_h - base
-            cv2.putText(panel, text, (col * col_w + 4, y), _FONT, scale, color_for(i), weight, cv2.LINE_AA)
-    return np.concatenate([marked, panel], axis=1)
+    scale, weight = max(0.45, _thickness(marked) / 3), 1
+    _, line_h, base = _text_box(cv2, "Ag", scale, weight)
+    chip_w = _text_box(cv2, f"{len(texts)}", scale, weight)[0] + 6
+    entries = []  # (index, wrapped lines)
+    for i, text in enumerate(texts):
+        entries.append((i, _wrap(cv2, _ascii(text), panel_w - chip_w - 12, scale, weight) or [""]))
+    needed = 4 + sum(len(lines) * (line_h + 2) + 4 for _, lines in entries)
+    height = max(h, needed)
+    canvas = np.full((height, w + panel_w, 3), 255, np.uint8)
+    canvas[:h, :w] = marked
+    y = 4
+    for i, lines in entries:
+        _paint_label(cv2, canvas, str(i + 1), (w + 4, y, chip_w, line_h), base, color_for(i), scale, weight)
+        for line in lines:
+            cv2.putText(canvas, line, (w + chip_w + 8, y + line_h - base - 1), _FONT, scale, (20, 20, 20), weight, cv2.LINE_AA)
+            y += line_h + 2
+        y += 4
+    return canvas
 
 
 def draw_caption(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
