@@ -69,22 +69,23 @@ def place_labels(
     for i in order if order is not None else range(len(sizes)):
         w, h = sizes[i]
         ax, ay = anchors[i]
-        x = int(min(max(ax, 0), max(width - w, 0)))
-        slots = [ay - h] + [ay + k * h for k in range(0, height // max(h, 1) + 1)] + [ay - h - k * h for k in range(1, height // max(h, 1) + 1)]
+        x0 = int(min(max(ax, 0), max(width - w, 0)))
+        # columns: the anchor's, then one label width right/left of it, and so on (a crowded column spills over)
+        xs = [x0] + [x0 + s * k * w for k in range(1, width // max(w, 1) + 1) for s in (1, -1) if 0 <= x0 + s * k * w <= width - w]
+        rows = height // max(h, 1) + 1
+        ys = [ay - h] + [ay + k * h for k in range(rows)] + [ay - h - k * h for k in range(1, rows)]
         best: tuple[int, Rect] | None = None
-        seen = set()
-        for y in slots:
-            y = int(min(max(y, 0), max(height - h, 0)))
-            if y in seen:
-                continue
-            seen.add(y)
-            rect = (x, y, w, h)
-            hits = sum(_overlaps(rect, other) for other in placed.values())
-            if best is None or hits < best[0]:
-                best = (hits, rect)
-            if hits == 0:
+        for x in xs:
+            for y in dict.fromkeys(int(min(max(y, 0), max(height - h, 0))) for y in ys):
+                rect = (x, y, w, h)
+                hits = sum(_overlaps(rect, other) for other in placed.values())
+                if best is None or hits < best[0]:
+                    best = (hits, rect)
+                if hits == 0:
+                    break
+            if best is not None and best[0] == 0:
                 break
-        placed[i] = best[1] if best is not None else (x, 0, w, h)
+        placed[i] = best[1] if best is not None else (x0, 0, w, h)
     return [placed[i] for i in range(len(sizes))]
 
 
