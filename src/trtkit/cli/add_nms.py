@@ -11,10 +11,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-_FACE_DEFAULTS = {"conf": 0.5, "iou": 0.4}  # InsightFace's SCRFD defaults
-_DETECT_DEFAULTS = {"conf": 0.25, "iou": 0.45}  # Ultralytics' defaults
-
-
 def register(subparsers: Any) -> None:
     from ..graph.nms import NAME_PRESETS, TARGETS
     from ..tasks.layouts import layout_names
@@ -62,13 +58,12 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..graph.nms import AddNmsConfig, add_nms, describe_result
 
-    defaults = _FACE_DEFAULTS if args.task == "face" else _DETECT_DEFAULTS
     config = AddNmsConfig(
         task=args.task,
         layout=args.layout,
         max_det=args.max_det,
-        iou=args.iou if args.iou is not None else defaults["iou"],
-        conf=args.conf if args.conf is not None else defaults["conf"],
+        iou=args.iou,
+        conf=args.conf,
         target=args.target,
         efficient_nms=args.efficient_nms,
         names=args.names,

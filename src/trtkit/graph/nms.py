@@ -83,8 +83,8 @@ class AddNmsConfig:
     task: str = "detect"
     layout: str = "auto"
     max_det: int = 200
-    iou: float = 0.45
-    conf: float = 0.25
+    iou: float | None = None  # None: 0.45 for detect (Ultralytics), 0.4 for face (InsightFace)
+    conf: float | None = None  # None: 0.25 for detect, 0.5 for face
     target: str = "auto"
     efficient_nms: bool | None = None
     names: str = "tutorial"
@@ -101,6 +101,11 @@ class AddNmsConfig:
             )
         if self.max_det < 1:
             raise TaskError(f"add-nms max_det (--max-det) must be >= 1, got {self.max_det}")
+        defaults = {"detect": (0.25, 0.45), "face": (0.5, 0.4)}[self.task]
+        if self.conf is None:
+            object.__setattr__(self, "conf", defaults[0])
+        if self.iou is None:
+            object.__setattr__(self, "iou", defaults[1])
         if not 0.0 <= self.iou <= 1.0 or not 0.0 <= self.conf <= 1.0:
             raise TaskError(f"add-nms iou and conf (--iou, --conf) must be in [0, 1], got iou={self.iou}, conf={self.conf}")
         if self.target not in TARGETS:

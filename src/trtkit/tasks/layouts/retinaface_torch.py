@@ -7,8 +7,8 @@ Decoding follows ``layers/functions/prior_box.py`` and ``utils/box_utils.py``: p
 16,32 / 64,128 / 256,512 at steps 8/16/32, centres ``(j + 0.5) * step / W``, ``ceil(H/step)`` cells),
 ``centre = prior_c + loc_xy * 0.1 * prior_wh``, ``wh = prior_wh * exp(loc_wh * 0.2)``,
 landmarks ``prior_c + d * 0.1 * prior_wh``, everything in 0..1 then times the input width/height.
-``conf`` that is not already probabilities (values outside [0,1] or rows not summing to 1; in-graph:
-the output is not produced by a Softmax) gets a softmax first.
+``conf`` that is not already probabilities (values outside [0,1] or rows not summing to 1, tested the
+same way on the host and in the add-nms graph) gets a softmax first.
 
 Preprocessing (``detect.py``): BGR, pixel - (104, 117, 123), no scaling; letterbox top-left, pad 0.
 """
@@ -45,7 +45,7 @@ def prior_boxes(height: int, width: int) -> np.ndarray:
 
 
 def _is_probability(conf: np.ndarray) -> bool:
-    return bool(conf.min() >= 0 and conf.max() <= 1 and np.allclose(conf.sum(-1), 1.0, atol=1e-3))
+    return bool(conf.min() >= 0 and conf.max() <= 1 and np.abs(conf.sum(-1) - 1.0).max() < 1e-3)
 
 
 class RetinaFaceTorch(Layout):
@@ -111,10 +111,13 @@ class RetinaFaceTorch(Layout):
         half = g.op("Mul", [wh, g.const(0.5, np.float32)])
         sc = g.const(scale, np.float32)
         boxes = g.op("Concat", [g.op("Mul", [g.op("Sub", [c, half]), sc]), g.op("Mul", [g.op("Add", [c, half]), sc])], axis=2)
-        conf = binding["conf"]
-        producer = next((n for n in g.graph.node if conf in n.output), None)
-        if producer is None or producer.op_type != "Softmax":
-            conf = g.op("Softmax", [conf], axis=2)
+        conf = binding["conf"]  # softmax unless already probabilities: the host's test, as graph nodes
+        low = g.op("Less", [g.op("ReduceMin", [conf], keepdims=0), g.const(0.0, np.float32)])
+        high = g.op("Greater", [g.op("ReduceMax", [conf], keepdims=0), g.const(1.0, np.float32)])
+        off = g.op("Abs", [g.op("Sub", [g.reduce("ReduceSum", conf, 2, keepdims=0), g.const(1.0, np.float32)])])
+        unsummed = g.op("Not", [g.op("Less", [g.op("ReduceMax", [off], keepdims=0), g.const(1e-3, np.float32)])])
+        logits = g.op("Or", [g.op("Or", [low, high]), unsummed])
+        conf = g.op("Where", [logits, g.op("Softmax", [conf], axis=2), conf])
         scores = g.op("Transpose", [g.slice(conf, 2, 1, 2)], perm=[0, 2, 1])  # [B, 1, N]
         marks = None
         if "landms" in binding.roles:
