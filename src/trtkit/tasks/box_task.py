@@ -21,7 +21,7 @@ from .layouts import resolve_layout
 from .layouts.base import Selected
 from .preprocess import Preprocess
 
-__all__ = ["BoxTask", "NMS_CONF_KEY", "NMS_IOU_KEY", "check_image_input"]
+__all__ = ["BoxTask", "NMS_CONF_KEY", "NMS_IOU_KEY", "check_image_input", "check_box_config"]
 
 NMS_CONF_KEY = "trtkit.nms.conf"  # written by trtkit add-nms: the thresholds baked into the graph
 NMS_IOU_KEY = "trtkit.nms.iou"
@@ -42,6 +42,23 @@ def check_image_input(inputs: tuple[TensorSpec, ...], task: str) -> None:
         f"--task {task} takes one image input [B,3,H,W] (NCHW); found inputs {describe_outputs(inputs)}. "
         "Pick the task that matches the model"
     )
+
+
+def check_box_config(config: Any, layouts: tuple[str, ...], example: str) -> None:
+    """Validate the fields detection and face configs share (``example``: e.g. ``--conf 0.25 --iou 0.45``)."""
+    name = type(config).__name__
+    if config.layout not in layouts:
+        raise TaskError(f"{name}.layout (--layout) {config.layout!r} is unknown; choose one of {', '.join(layouts)}")
+    for field_name in ("conf", "iou"):
+        value = getattr(config, field_name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise TaskError(f"{field_name} (--{field_name}) must be in [0, 1], got {value}; e.g. {example}")
+    if config.max_det < 1:
+        raise TaskError(f"{name}.max_det must be >= 1, got {config.max_det}")
+    if config.input_size is not None:
+        check_input_size(config.input_size)
+    if not isinstance(config.preprocess, Preprocess):
+        raise TaskError(f"{name}.preprocess must be a trtkit.tasks.preprocess.Preprocess, got {config.preprocess!r}")
 
 
 def _literal(meta: Mapping[str, str], key: str) -> Any:

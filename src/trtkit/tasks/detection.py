@@ -19,8 +19,7 @@ import numpy as np
 
 from ..errors import TaskError
 from ._image import Letterbox
-from .base import check_input_size
-from .box_task import BoxTask
+from .box_task import BoxTask, check_box_config
 from .classification import labels_from_metadata
 from .layouts import layout_names
 from .layouts.nms_outputs import find_nms_outputs
@@ -47,18 +46,7 @@ class DetectorConfig:
     labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise TaskError(f"DetectorConfig.layout (--layout) {self.layout!r} is unknown; choose one of {', '.join(LAYOUTS)}")
-        for name in ("conf", "iou"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise TaskError(f"{name} (--{name}) must be in [0, 1], got {value}; e.g. --conf 0.25 --iou 0.45")
-        if self.max_det < 1:
-            raise TaskError(f"DetectorConfig.max_det must be >= 1, got {self.max_det}")
-        if self.input_size is not None:
-            check_input_size(self.input_size)
-        if not isinstance(self.preprocess, Preprocess):
-            raise TaskError(f"DetectorConfig.preprocess must be a trtkit.tasks.preprocess.Preprocess, got {self.preprocess!r}")
+        check_box_config(self, LAYOUTS, "--conf 0.25 --iou 0.45")
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,8 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import TaskError
 from ._image import Letterbox
-from .base import check_input_size
-from .box_task import BoxTask
+from .box_task import BoxTask, check_box_config
 from .layouts import layout_names
 from .layouts.scrfd import SCRFD_STRIDES, anchor_centers, group_scrfd_heads
 from .preprocess import Preprocess
@@ -41,16 +39,7 @@ class FaceDetectorConfig:
     preprocess: Preprocess = field(default_factory=Preprocess)
 
     def __post_init__(self) -> None:
-        if self.layout not in FACE_LAYOUTS:
-            raise TaskError(f"FaceDetectorConfig.layout (--layout) {self.layout!r} is unknown; choose one of {', '.join(FACE_LAYOUTS)}")
-        for name in ("conf", "iou"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise TaskError(f"{name} (--{name}) must be in [0, 1], got {value}; e.g. --conf 0.5 --iou 0.4")
-        if self.max_det < 1:
-            raise TaskError(f"FaceDetectorConfig.max_det must be >= 1, got {self.max_det}")
-        if self.input_size is not None:
-            check_input_size(self.input_size)
+        check_box_config(self, FACE_LAYOUTS, "--conf 0.5 --iou 0.4")
 
 
 @dataclass(frozen=True)

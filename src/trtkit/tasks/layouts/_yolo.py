@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...spec import TensorSpec
+from .base import Binding, Layout
 
 YOLOX_STRIDES = (8, 16, 32)
 
@@ -48,3 +49,25 @@ def xywh_to_xyxy_graph(g: Any, boxes: str) -> str:
     xy, wh = g.slice(boxes, 2, 0, 2), g.slice(boxes, 2, 2, 4)
     half = g.op("Mul", [wh, g.const(0.5, np.float32)])
     return g.op("Concat", [g.op("Sub", [xy, half]), g.op("Add", [xy, half])], axis=2)
+
+
+class OneOutputYolo(Layout):
+    """A YOLO layout read from its one prediction output; ``fits`` tests the shape, ``class_dim`` is the
+    axis holding 4(+1)+C and ``class_offset`` the columns before the class scores."""
+
+    task = "detect"
+    class_dim = 2
+    class_offset = 5
+
+    def fits(self, a: Any, b: Any, labels: Sequence[str]) -> bool:
+        raise NotImplementedError
+
+    def bind(self, outputs: Sequence[TensorSpec], size: Any, labels: Sequence[str], *, forced: bool) -> Binding | None:
+        out = prediction_output(outputs)
+        if out is None or not self.fits(out.shape[1], out.shape[2], labels):
+            return None
+        return Binding({"output": out.name}, auto=not forced)
+
+    def num_classes(self, outputs: Sequence[TensorSpec], binding: Binding) -> int | None:
+        dim = {o.name: o for o in outputs}[binding["output"]].shape[self.class_dim]
+        return dim - self.class_offset if isinstance(dim, int) else None

@@ -11,28 +11,20 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...errors import TaskError
-from ...spec import TensorSpec
 from .._image import xywh_to_xyxy
 from ..preprocess import Preprocess
-from ._yolo import anchor_free_cells, fits_v5, prediction_output, xywh_to_xyxy_graph
-from .base import Binding, Candidates, Layout
+from ._yolo import OneOutputYolo, anchor_free_cells, fits_v5, xywh_to_xyxy_graph
+from .base import Binding, Candidates
 
 
-class YoloV5(Layout):
+class YoloV5(OneOutputYolo):
     name = "yolov5"
     task = "detect"
     summary = "one output [B,N,5+C]: cx,cy,w,h, objectness, C class scores (YOLOv5/v7/yolor)"
     preprocess = Preprocess(scale=1 / 255, mean=0.0, std=1.0, bgr=False, pad="center", pad_value=114, stride=32)
 
-    def bind(self, outputs: Sequence[TensorSpec], size: Any, labels: Sequence[str], *, forced: bool) -> Binding | None:
-        out = prediction_output(outputs)
-        if out is None or not fits_v5(out.shape[1], out.shape[2], labels):
-            return None
-        return Binding({"output": out.name}, auto=not forced)
-
-    def num_classes(self, outputs: Sequence[TensorSpec], binding: Binding) -> int | None:
-        b = {o.name: o for o in outputs}[binding["output"]].shape[2]
-        return b - 5 if isinstance(b, int) else None
+    def fits(self, a: Any, b: Any, labels: Sequence[str]) -> bool:
+        return fits_v5(a, b, labels)
 
     def rows(self, arrays: Mapping[str, np.ndarray], binding: Binding, size: tuple[int, int]) -> np.ndarray:
         """The ``[N, 5+C]`` rows with cx,cy,w,h in input pixels."""

@@ -9,28 +9,22 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...spec import TensorSpec
 from .._image import xywh_to_xyxy
 from ..preprocess import Preprocess
-from ._yolo import fits_v8, prediction_output, xywh_to_xyxy_graph
-from .base import Binding, Candidates, Layout
+from ._yolo import OneOutputYolo, fits_v8, xywh_to_xyxy_graph
+from .base import Binding, Candidates
 
 
-class YoloV8(Layout):
+class YoloV8(OneOutputYolo):
     name = "yolov8"
     task = "detect"
     summary = "one output [B,4+C,N]: cx,cy,w,h + C class scores (YOLOv8/v11)"
     preprocess = Preprocess(scale=1 / 255, mean=0.0, std=1.0, bgr=False, pad="center", pad_value=114, stride=32)
 
-    def bind(self, outputs: Sequence[TensorSpec], size: Any, labels: Sequence[str], *, forced: bool) -> Binding | None:
-        out = prediction_output(outputs)
-        if out is None or not fits_v8(out.shape[1], out.shape[2], labels):
-            return None
-        return Binding({"output": out.name}, auto=not forced)
+    class_dim, class_offset = 1, 4
 
-    def num_classes(self, outputs: Sequence[TensorSpec], binding: Binding) -> int | None:
-        a = {o.name: o for o in outputs}[binding["output"]].shape[1]
-        return a - 4 if isinstance(a, int) else None
+    def fits(self, a: Any, b: Any, labels: Sequence[str]) -> bool:
+        return fits_v8(a, b, labels)
 
     def decode(self, arrays: Mapping[str, np.ndarray], binding: Binding, size: tuple[int, int]) -> Candidates:
         pred = np.asarray(arrays[binding["output"]], np.float32)[0].T  # [N, 4+C]
