@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import SpecError, TrtkitError
 from ._args import add_runtime_args, runtime_from_args
+from ._task_args import add_task_args, task_config_fields
 
 TASK_CHOICES = ("classify", "detect", "face", "ocr")
 
@@ -45,6 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rec", metavar="MODEL", help="ocr: text recognition model")
     p.add_argument("--cls", metavar="MODEL", help="ocr: optional text direction classifier model")
     p.add_argument("--rec-chars", metavar="FILE", help="ocr: character list (one per line) overriding the rec model's 'character' metadata")
+    add_task_args(p)
     add_runtime_args(p)
     p.set_defaults(run=run)
 
@@ -66,6 +68,7 @@ def _check_options(args: argparse.Namespace) -> None:
         flags = ", ".join("--" + o.replace("_", "-") for o in wrong)
         allowed = ", ".join("--" + o.replace("_", "-") for o in sorted(_TASK_OPTIONS[args.task]))
         raise SpecError(f"{flags} do(es) not apply to --task {args.task}; options for it: {allowed}")
+    task_config_fields(args, args.task)  # layout/preprocessing flags foreign to the task raise here
 
 
 def _config(args: argparse.Namespace, config_type: type) -> Any:
@@ -79,6 +82,7 @@ def _config(args: argparse.Namespace, config_type: type) -> Any:
             given[field] = getattr(args, flag)
     if args.imgsz is not None:
         given["input_size"] = (args.imgsz, args.imgsz)
+    given.update(task_config_fields(args, args.task))
     return dataclasses.replace(config_type(), **given)
 
 
@@ -123,18 +127,23 @@ def _is_image(path: str) -> bool:
 # ---------------------------------------------------------------- running
 
 def run(args: argparse.Namespace) -> int:
+    from ..tasks.diagnose import describe_task, explain_empty
+
     if args.batch < 1:
         raise SpecError(f"--batch must be >= 1, got {args.batch}")
     save_dir = _prepare_save_dir(args.save_dir)
     task, images = open_task(args)
+    print(describe_task(task), file=sys.stderr)  # which layout and preprocessing this run uses
     with task:
         if not images:
             raise SpecError("no images given; usage: trtkit predict --task TASK MODEL IMAGE [IMAGE...]")
         records, failures = _predict_all(task, images, batch=args.batch, save_dir=save_dir)
+        notes = explain_empty(task, [(record["image"], result) for record, result in records])  # never silent
     if args.json:
         print(json.dumps([record for record, _ in records], indent=2))
     else:
         _print_tables(records)
+    print(*(f"note: {line}" for line in notes), sep="\n", file=sys.stderr, end="\n" if notes else "")
     for path, message in failures:
         print(f"error: {path}: {message}", file=sys.stderr)
     if failures:

@@ -60,10 +60,11 @@ class OcrResult:
         ]
 
     def draw(self, image: np.ndarray) -> np.ndarray:
-        """Boxes and their text. cv2's font is ASCII only: other characters are drawn as '?'."""
-        from ..draw import draw_polygons
+        """Numbered boxes on the image and their text in a side panel (readable on dense pages).
+        cv2's font is ASCII only: other characters are drawn as '?'."""
+        from ..draw import draw_text_panel
 
-        return draw_polygons(image, [np.asarray(line.box) for line in self.lines], labels=[line.text for line in self.lines])
+        return draw_text_panel(image, [np.asarray(line.box) for line in self.lines], [line.text for line in self.lines])
 
 
 class OcrPipeline:
