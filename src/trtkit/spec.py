@@ -9,6 +9,7 @@ comma must be quoted as trtexec does: ``'a,b':1x3``.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -36,8 +37,13 @@ Shape = tuple[int, ...]
 UNNAMED = "?"
 
 
+_INFERRED_DIM = re.compile(r"unk__\d+")  # ONNX shape inference's names for dims it could not name
+
+
 def _unnamed(dim: Dim) -> bool:
-    return isinstance(dim, str) and (dim == UNNAMED or len(dim) > 24 or any(c in dim for c in "()+*/ "))
+    return isinstance(dim, str) and (
+        dim == UNNAMED or len(dim) > 24 or any(c in dim for c in "()+*/ ") or _INFERRED_DIM.fullmatch(dim) is not None
+    )
 
 
 def _dim(value: object) -> Dim:

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BenchError, Spelling
+from ..errors import BenchError, Spelling, TrtkitError
 from ..spec import RuntimeConfig, Shape
 
-__all__ = ["BenchConfig", "BenchTarget", "BenchResult", "BatchResult", "Stats", "Environment", "MIN_ITERATIONS"]
+__all__ = [
+    "BenchConfig",
+    "BenchTarget",
+    "BenchResult",
+    "BatchResult",
+    "Stats",
+    "Environment",
+    "MIN_ITERATIONS",
+    "BenchProgress",
+    "BenchHooks",
+    "BenchInterrupted",
+]
 
 @dataclass(frozen=True)
 class Environment:
@@ -199,4 +210,46 @@ class BenchTarget:
     label: str | None = None
 
 
-# ------------------------------------------------------------------ API
+# ------------------------------------------------------------ while it runs
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """Where a running benchmark is: sent to :attr:`BenchHooks.progress` a few times a second."""
+
+    point: int  # sweep point being measured, 0-based
+    points: int  # sweep points in all
+    batch: int | None  # its batch size (None when not sweeping)
+    label: str  # the run being timed now
+    phase: str  # "warm-up" or "measure"
+    elapsed_s: float  # of this phase, for this run
+    target_s: float  # the phase's minimum time (warm-up ms, or --duration)
+    iterations: int  # timed so far in this phase, for this run
+
+
+@dataclass(frozen=True)
+class BenchHooks:
+    """Callbacks of :func:`trtkit.measure.bench.benchmark_models` / ``benchmark_many``; each is optional.
+
+    ``started(runs)``: every run is open; ``runs`` carry their environment and no results yet.
+    ``batch_done(runs)``: a sweep point finished for every run; ``runs[i].results`` hold the points so far.
+    ``progress(p)``: a :class:`BenchProgress`, at most every ``progress_interval_s``.
+    ``skipped(label, error)``: with it, a target that cannot start (not installed, no GPU, bad file)
+    is reported here and the others run; without it, the error is raised.
+    """
+
+    started: Callable[[Sequence["BenchResult"]], None] | None = None
+    batch_done: Callable[[Sequence["BenchResult"]], None] | None = None
+    progress: Callable[[BenchProgress], None] | None = None
+    skipped: Callable[[str, TrtkitError], None] | None = None
+    progress_interval_s: float = 0.1
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a benchmark. ``results`` hold every run with the sweep points that finished before it.
+
+    A KeyboardInterrupt, so callers that do not look for it stop as they would anyway.
+    """
+
+    def __init__(self, results: Sequence["BenchResult"]) -> None:
+        super().__init__(f"benchmark interrupted after {len(results[0].results) if results else 0} finished sweep point(s)")
+        self.results = tuple(results)
