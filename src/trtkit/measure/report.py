@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 from .bench_types import Environment
 
 __all__ = ["SCHEMA", "describe_environment", "report_json", "format_text", "format_head", "format_batch", "format_tail",
-           "write_json", "write_plot"]
+           "write_json", "write_plot", "plot_figure"]
 
 SCHEMA = "trtkit-bench/1"
 
@@ -333,6 +333,13 @@ _PERCENTILE_STYLES: tuple[tuple[str, Any], ...] = (("median", "-"), ("p90", "--"
 def write_plot(runs: Sequence["BenchResult"], *, path: str | os.PathLike[str]) -> None:
     """PNG of latency percentiles and throughput: vs batch size when sweeping (one colour per run),
     else as bars (one group per run), since a line through one point shows nothing."""
+    fig = plot_figure(runs)
+    with atomic_output(path, what="--plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_figure(runs: Sequence["BenchResult"]) -> Any:
+    """The matplotlib Figure that :func:`write_plot` saves."""
     from .._optional import require
 
     require("matplotlib", purpose="bench --plot")
@@ -346,8 +353,7 @@ def write_plot(runs: Sequence["BenchResult"], *, path: str | os.PathLike[str]) -
         _plot_bars(runs, lat_ax, thr_ax)
     devices = ", ".join(dict.fromkeys(r.environment.device for r in runs))
     fig.suptitle(f"trtkit bench: {', '.join(r.label for r in runs)} on {devices}", fontsize="medium")
-    with atomic_output(path, what="--plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    return fig
 
 
 def _plot_bars(runs: Sequence["BenchResult"], lat_ax: Any, thr_ax: Any) -> None:
