@@ -233,5 +233,5 @@ def test_cli_reports_accuracy_and_refuses_holding_back_everything(calib_dir, tmp
     assert "calibrated with minmax (each activation's min/max) on 3 batch(es)" in res.out
     assert "on 2 held-back batch(es)" in res.out and "logits [1x1000]: max abs" in res.out
     assert_clean_error(cli("quantize", asset_model("efficientnet_lite0"), "--calib", calib_dir, "--holdout", "5",
-                           "-o", tmp_path / "o.onnx"), "leaves none to calibrate", "at most 4")
+                           "-o", tmp_path / "o.onnx"), "leaves none to calibrate", "--holdout 4 at most")
     assert not (tmp_path / "o.onnx").exists()

@@ -52,7 +52,7 @@ import numpy as np
 
 from .._optional import require
 from ..atomic import atomic_output, check_output_path
-from ..errors import BackendUnavailable, BuildError, DTypeError, ModelLoadError, ShapeError, SpecError
+from ..errors import BackendUnavailable, BuildError, DTypeError, ModelLoadError, ShapeError, SpecError, Spelling
 from ..spec import TensorSpec
 
 __all__ = ["QuantizeConfig", "QuantizeReport", "OutputAccuracy", "quantize", "measure_accuracy", "split_holdout", "IMAGE_SUFFIXES"]
@@ -99,9 +99,11 @@ class QuantizeConfig:
         if self.method not in METHODS:
             raise SpecError(f"calibration method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.max_samples < 1:
-            raise SpecError(f"max_samples must be >= 1, got {self.max_samples}")
+            raise SpecError(f"{{max_samples}} must be >= 1, got {self.max_samples}",
+                            spellings={"max_samples": Spelling("max_samples", "--max-samples")})
         if self.holdout is not None and self.holdout < 0:
-            raise SpecError(f"holdout must be >= 0 samples (0: no accuracy check), got {self.holdout}")
+            raise SpecError(f"{{holdout}} must be >= 0 samples (0: no accuracy check), got {self.holdout}",
+                            spellings={"holdout": Spelling("holdout", "--holdout")})
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise SpecError(f"mean and std need 3 values each and std no zeros, got mean {self.mean}, std {self.std}")
 
@@ -336,7 +338,8 @@ def _held_back_count(total: int, config: QuantizeConfig) -> int:
         if config.holdout and config.holdout >= total:
             raise SpecError(
                 f"holding back {config.holdout} of {total} calibration sample(s) leaves none to calibrate; "
-                f"hold back fewer (at most {total - 1}), or add samples"
+                f"hold back fewer ({{holdout}} {total - 1} at most), or add samples",
+                spellings={"holdout": Spelling("holdout", "--holdout")},
             )
         return config.holdout
     return min(MAX_HOLDOUT, -(-total // 5)) if total >= 5 else 0
