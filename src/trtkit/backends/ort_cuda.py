@@ -81,12 +81,12 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
 
     def __init__(self, path: str | os.PathLike[str], *, config: RuntimeConfig) -> None:
         if config.cuda_graph or config.plugins:
-            given = {
+            options = {
                 "cuda_graph": Spelling(python="cuda_graph=True", cli="--cuda-graph") if config.cuda_graph else None,
                 "plugins": Spelling(python=f"plugins={list(config.plugins)}", cli=f"--plugins {' '.join(config.plugins)}")
                 if config.plugins else None,
             }
-            given = {k: v for k, v in given.items() if v is not None}
+            given = {k: v for k, v in options.items() if v is not None}
             raise SpecError(
                 "the ONNX Runtime CUDA backend does not support " + ", ".join(f"{{{k}}}" for k in given)
                 + "; drop them, or build a TensorRT engine where they apply",
