@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ModelLoadError
 
-__all__ = ["EngineFile", "read_engine_file", "PLAN_MAGIC", "flavor_from_magic"]
+__all__ = ["EngineFile", "read_engine_file", "PLAN_MAGIC", "flavor_from_magic", "declared_plan_size"]
 
 # First four bytes of a serialized plan -> which runtime wrote it.
 PLAN_MAGIC: dict[bytes, str] = {b"ftrt": "tensorrt", b"vtrt": "tensorrt-rtx"}
@@ -43,6 +43,19 @@ class EngineFile:
 
 def flavor_from_magic(plan: bytes) -> str | None:
     return PLAN_MAGIC.get(bytes(plan[:4]))
+
+
+def declared_plan_size(plan: bytes) -> int | None:
+    """The plan size its header states, or None when the header is not one we know.
+
+    Seen in real plans (TensorRT 8.5 and 10, TensorRT-RTX 1.x): magic, then a little-endian uint64 at
+    byte 16 holding the length of the whole plan. TensorRT itself checks it when deserializing; reading
+    it here lets ``inspect`` and ``run`` call a truncated file truncated without a GPU.
+    """
+    if flavor_from_magic(plan) is None or len(plan) < 24:
+        return None
+    (size,) = struct.unpack_from("<Q", plan, 16)
+    return int(size) if size >= _MIN_PLAN_BYTES else None
 
 
 def _ultralytics_split(data: bytes) -> tuple[dict[str, Any], bytes] | None:
@@ -83,6 +96,12 @@ def read_engine_file(path: str | os.PathLike[str]) -> EngineFile:
             f"(at least {_MIN_PLAN_BYTES}); the file is truncated or not an engine. Rebuild it with trtkit build"
         )
     flavor = flavor_from_magic(plan)
+    declared = declared_plan_size(plan)
+    if declared is not None and declared > len(plan):
+        raise ModelLoadError(
+            f"engine file {str(p)!r} is truncated: its header declares {declared} bytes of plan, the file holds "
+            f"{len(plan)}. The copy or download was cut short; copy it again or rebuild it with trtkit build"
+        )
     if flavor is None and _looks_like_text_or_onnx(plan):
         raise ModelLoadError(
             f"{str(p)!r} is not a TensorRT engine (it starts with {bytes(plan[:8])!r}, expected the "
