@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import trtkit
+from trtkit.engine.flavor import runtime_only_flavors
 from trtkit.engine import trt_api
 from trtkit.engine.profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
 from trtkit.errors import BackendUnavailable, EngineError, ModelLoadError, ProfileError
@@ -67,6 +68,7 @@ def test_explain_failure_on_real_tensorrt_messages():
     assert "--versionCompatible" in str(lean)
 
 
+@pytest.mark.skipif(bool(runtime_only_flavors()), reason="a lean/dispatch runtime is installed: tests/engine/test_lean_runtime.py")
 def test_engine_of_uninstalled_full_tensorrt_names_it(relu_engine, tmp_path):
     full = tmp_path / "full.plan"
     full.write_bytes(b"ftrt" + relu_engine.read_bytes()[4:])
@@ -219,3 +221,28 @@ def test_no_profile_error_lists_the_profiles():
     assert isinstance(err, ProfileError)
     assert "profile 0: images: min 1x3x320x320 opt 4x3x640x640 max 8x3x640x640" in str(err)
     assert "profile 1: images:" in str(err) and "1x3x200x200" in str(err)
+
+
+# ---------------------------------------------------------------- contexts vs profile sharing (flavor.profile_sharing)
+
+def test_contexts_follow_each_versions_profile_sharing_rule():
+    from trtkit.backends.tensorrt import plan_contexts
+    from trtkit.engine.flavor import TrtFlavor
+    from trtkit.spec import ShapeProfile
+
+    class Mod:  # only what profile_sharing reads: 8.5 has no PROFILE_SHARING_0806 preview feature
+        class PreviewFeature:
+            FASTER_DYNAMIC_SHAPES_0805 = 0
+
+    v85 = TrtFlavor("tensorrt", Mod, "8.5.3.1")  # type: ignore[arg-type]
+    a = ShapeProfile.from_shapes(min={"x": (1, 3)}, opt={"x": (4, 3)}, max={"x": (8, 3)})
+    b = ShapeProfile.from_shapes(min={"x": (1, 3)}, opt={"x": (16, 3)}, max={"x": (32, 3)})
+    kw = dict(dynamic=True, built_with_sharing=False, what="engine 'e.plan'")
+    assert plan_contexts(v85, contexts=1, profiles=(a,), **kw) is None
+    assert plan_contexts(v85, contexts=2, profiles=(a, a, b), **kw) == (0, 1)  # context i owns profile i
+    assert plan_contexts(v85, contexts=2, profiles=(a,), dynamic=False, built_with_sharing=False, what="e") is None
+    with pytest.raises(EngineError, match="cannot share an optimization profile.*1 profile.*2 identical profiles"):
+        plan_contexts(v85, contexts=2, profiles=(a,), **kw)
+    with pytest.raises(EngineError, match="different ranges"):
+        plan_contexts(v85, contexts=2, profiles=(a, b), **kw)
+    assert plan_contexts(TrtFlavor("tensorrt", Mod, "10.13.0"), contexts=4, profiles=(a,), **kw) is None  # type: ignore[arg-type]
