@@ -28,6 +28,7 @@ class BuilderOptions:
     exclude_lean_runtime: bool = False
     hardware_level: str | None = None  # HardwareCompatibilityLevel member name
     profile_sharing: bool = False  # PreviewFeature.PROFILE_SHARING_0806 (8.6/9.x: see flavor.profile_sharing)
+    optimization_level: int | None = None  # builder_optimization_level, where the version has levels
     input_formats: tuple[str, ...] = ()  # dtype name per input ("float16"), one entry = all inputs
     output_formats: tuple[str, ...] = ()
 
@@ -150,11 +151,16 @@ def decide_builder_options(config: BuildConfig, flavor: TrtFlavor, *, flags: Seq
             "--dumpLayerInfo/--exportLayerInfo read the built engine, which needs a GPU that can run it, and there is "
             "none here; build without them, then run `trtkit inspect ENGINE --json` on the target GPU"
         )
+    level = config.optimization_level
+    if level is not None and not flavor.has_optimization_levels:
+        notes.append(f"--builderOptimizationLevel {level}: {flavor.pretty} has no optimization levels (8.6 added them); "
+                     "it builds at its one level")
+        level = None
     inputs, outputs = _io_formats(config, flavor, strongly_typed)
     sharing = flavor.profile_sharing == "preview"  # recorded in the sidecar; the runtime relies on it
     options = BuilderOptions(
         flags=tuple(flags), tf32=config.tf32, tactic_edits=edits, version_compatible=config.version_compatible,
         exclude_lean_runtime=config.exclude_lean_runtime, hardware_level=_hardware_level(config, flavor),
-        profile_sharing=sharing, input_formats=inputs, output_formats=outputs,
+        profile_sharing=sharing, optimization_level=level, input_formats=inputs, output_formats=outputs,
     )
     return options, tuple(notes)

@@ -124,7 +124,7 @@ def parse_onnx(trt: Any, logger: Any, network: Any, *, path: Path, data: bytes |
 
 
 def configure(trt: Any, builder: Any, config: Any, *, profiles: Sequence[ShapeProfile], options: BuilderOptions,
-              optimization_level: int | None, workspace_bytes: int | None) -> dict[str, Any]:
+              workspace_bytes: int | None) -> dict[str, Any]:
     """Apply profiles and builder settings to a builder config; return what the sidecar records."""
     for index, profile in enumerate(profiles):
         opt = builder.create_optimization_profile()
@@ -157,8 +157,8 @@ def configure(trt: Any, builder: Any, config: Any, *, profiles: Sequence[ShapePr
         config.set_preview_feature(trt.PreviewFeature.PROFILE_SHARING_0806, True)
     record.update(version_compatible=options.version_compatible, exclude_lean_runtime=options.exclude_lean_runtime,
                   hardware_compatibility=options.hardware_level or "NONE", profile_sharing=options.profile_sharing)
-    if optimization_level is not None:
-        config.builder_optimization_level = optimization_level
+    if options.optimization_level is not None:
+        config.builder_optimization_level = options.optimization_level
     if workspace_bytes is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if hasattr(trt, "ProfilingVerbosity"):  # per-layer details for `trtkit inspect` / --dumpLayerInfo
@@ -279,7 +279,7 @@ def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: Bu
     apply_io_formats(trt, network, builder_options)
     config = builder.create_builder_config()
     record = configure(trt, builder, config, profiles=profiles, options=builder_options,
-                       optimization_level=options.optimization_level, workspace_bytes=options.workspace_bytes)
+                       workspace_bytes=options.workspace_bytes)
     _attach_timing_cache(config, timing_cache)
     show = options.progress if options.progress is not None else sys.stderr.isatty()
     monitor = progress_monitor(trt, show=show)

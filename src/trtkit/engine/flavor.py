@@ -155,6 +155,11 @@ class TrtFlavor:
         members = getattr(levels, "__members__", {})
         return tuple(members) if members else tuple(n for n in dir(levels) if n.isupper())
 
+    @property
+    def has_optimization_levels(self) -> bool:
+        """IBuilderConfig.builder_optimization_level (0..5): 8.6+; 8.5 has a single level."""
+        return self.is_rtx or self.version_tuple >= (8, 6)
+
     # ------------------------------------------------------------------ contexts
     @property
     def profile_sharing(self) -> str:
