@@ -123,9 +123,18 @@ def parse_onnx(trt: Any, logger: Any, network: Any, *, path: Path, data: bytes |
     raise BuildError(f"the TensorRT ONNX parser rejected {str(path)!r}: " + "; ".join(errors or [logger.last_errors()]) + f". {hint}")
 
 
-def configure(trt: Any, builder: Any, config: Any, *, profiles: Sequence[ShapeProfile], options: BuilderOptions,
-              workspace_bytes: int | None) -> dict[str, Any]:
+def configure(trt: Any, builder: Any, network: Any, config: Any, *, profiles: Sequence[ShapeProfile],
+              options: BuilderOptions, workspace_bytes: int | None) -> dict[str, Any]:
     """Apply profiles and builder settings to a builder config; return what the sidecar records."""
+    if not profiles:  # static network: one fixed profile. TensorRT 8.5 refuses to build a network with a
+        # data-dependent shape (NonZero, NMS) without any profile ("need profile"); fixed is what it is anyway.
+        opt = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            tensor = network.get_input(index)
+            if not tensor.is_shape_tensor:
+                shape = tuple(int(d) for d in tensor.shape)
+                opt.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(opt)
     for index, profile in enumerate(profiles):
         opt = builder.create_optimization_profile()
         for name, r in profile.ranges:
@@ -278,7 +287,7 @@ def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: Bu
     parse_onnx(trt, logger, network, path=onnx_path, data=data)
     apply_io_formats(trt, network, builder_options)
     config = builder.create_builder_config()
-    record = configure(trt, builder, config, profiles=profiles, options=builder_options,
+    record = configure(trt, builder, network, config, profiles=profiles, options=builder_options,
                        workspace_bytes=options.workspace_bytes)
     _attach_timing_cache(config, timing_cache)
     show = options.progress if options.progress is not None else sys.stderr.isatty()

@@ -201,7 +201,9 @@ def inspect_engine(path: str | os.PathLike[str]) -> EngineInfo:
         info.notes.append(f"no sidecar ({sidecar_path(p).name}) beside the engine, so its source model, precision and "
                           "build flags are unknown: only the engine itself can tell more")
     backend = (sidecar or {}).get("backend", "auto") if state == "ok" else "auto"
-    info.runtime, info.runtime_note = _read_engine(p, backend=backend)
+    info.runtime, info.runtime_note, refused = _read_engine(p, backend=backend)
+    if refused is not None and info.sidecar is None:  # TensorRT itself rejected the plan and nothing else describes it
+        raise refused
     if info.runtime is None and info.sidecar is None:
         info.notes.append(f"nothing more is known: {info.runtime_note}")
     return info
@@ -276,7 +278,7 @@ def layer_information(flavor: Any, plan: bytes, *, what: str) -> tuple[str, str]
     from .trt_api import deserialize
 
     trt = flavor.module
-    _runtime, engine, _logger = deserialize(trt, plan, plugins=(), what=what)
+    _runtime, engine, _logger = deserialize(trt, plan, plugins=(), what=what, allow_host_code=flavor.runtime_allows_host_code)
     inspector = engine.create_engine_inspector()
     return (str(inspector.get_engine_information(trt.LayerInformationFormat.ONELINE)),
             str(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
@@ -295,8 +297,9 @@ def tf32_hint(path: str | os.PathLike[str]) -> str | None:
             "trtkit build --noTF32 to compare at FP32 precision")
 
 
-def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, str]:
-    """Deserialize the engine and read it; (None, why) when this machine cannot.
+def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, str, EngineError | None]:
+    """Deserialize the engine and read it; (None, why, None) when this machine cannot, and
+    (None, why, the error) when TensorRT rejected the plan (truncated, corrupt, other version).
 
     Not exercised in CI: deserializing needs a GPU the runtime supports (TensorRT-RTX
     refuses Hopper and there is no GPU on the CI machine).
@@ -306,20 +309,22 @@ def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, st
 
     gpu, why = detect_gpu(0)
     if gpu is None:
-        return None, "engine not opened (deserializing needs a usable NVIDIA GPU and driver): " + why
+        return None, "engine not opened (deserializing needs a usable NVIDIA GPU and driver): " + why, None
     try:
         flavor = trt_flavor(backend if backend in ("tensorrt", "tensorrt-rtx") else "auto")
     except (BackendUnavailable, SpecError) as exc:
-        return None, f"engine not opened: {exc}"
+        return None, f"engine not opened: {exc}", None
     from .plan_file import read_engine_file
     from .trt_api import deserialize
 
     try:
         _runtime, engine, _logger = deserialize(flavor.module, read_engine_file(path).plan, plugins=(),
-                                                what=f"engine {str(path)!r}")
-    except (EngineError, BackendUnavailable) as exc:
-        return None, f"engine not opened on {gpu['name']}: {exc}"
-    return _engine_json(engine, flavor.module), f"read with {flavor.backend} {flavor.version} on {gpu['name']}"
+                                                what=f"engine {str(path)!r}", allow_host_code=flavor.runtime_allows_host_code)
+    except BackendUnavailable as exc:
+        return None, f"engine not opened on {gpu['name']}: {exc}", None
+    except EngineError as exc:
+        return None, f"engine not opened on {gpu['name']}: {exc}", exc
+    return _engine_json(engine, flavor.module), f"read with {flavor.backend} {flavor.version} on {gpu['name']}", None
 
 
 # ---------------------------------------------------------------- render
