@@ -482,8 +482,30 @@ class BuildConfig:
     force: bool = False
     extra: tuple[tuple[str, str], ...] = field(default=())
     progress: bool | None = None  # progress bar on stderr; None = only when stderr is a terminal
+    # trtexec's numerics and portability options (see docs/build.md; the sidecar records each one)
+    tf32: bool = True  # False = trtexec --noTF32 (clear BuilderFlag.TF32: FP32 layers stay IEEE FP32)
+    tactic_sources: str | None = None  # trtexec --tacticSources, e.g. "-CUBLAS,-CUBLAS_LT,-CUDNN"; edits the default set
+    strongly_typed: bool = False  # --stronglyTyped (what it means differs per version: docs/build.md)
+    version_compatible: bool = False  # --versionCompatible (runs on later TensorRT and the lean runtime)
+    exclude_lean_runtime: bool = False  # --excludeLeanRuntime (needs version_compatible)
+    hardware_compatibility: str | None = None  # --hardwareCompatibilityLevel: none | ampere+ | sameComputeCapability
+    input_io_formats: str | None = None  # --inputIOFormats, e.g. "fp16:chw" (TensorRT < 11, weakly typed)
+    output_io_formats: str | None = None  # --outputIOFormats
+    layer_info: bool = False  # --dumpLayerInfo: return the per-layer information (needs a GPU to read the engine)
+    export_layer_info: str | None = None  # --exportLayerInfo=FILE: write it as JSON
 
     def __post_init__(self) -> None:
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise SpecError(
+                "--excludeLeanRuntime applies to version-compatible engines only (the lean runtime is what a "
+                "version-compatible plan embeds); add --versionCompatible, or drop --excludeLeanRuntime"
+            )
+        levels = ("none", "ampere+", "samecomputecapability")
+        if self.hardware_compatibility is not None and self.hardware_compatibility.lower() not in levels:
+            raise SpecError(
+                f"--hardwareCompatibilityLevel {self.hardware_compatibility!r}: expected none, ampere+ or "
+                "sameComputeCapability (trtexec spellings)"
+            )
         precisions = ("fp32", "fp16", "bf16", "int8", "best")
         if self.precision not in precisions:
             raise SpecError(f"BuildConfig.precision must be one of {', '.join(precisions)}, got {self.precision!r}")

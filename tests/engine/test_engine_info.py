@@ -97,3 +97,16 @@ def test_inspect_reads_engine_with_gpu(engine):
     info = inspect_engine(engine)
     assert info.runtime is not None, info.runtime_note
     assert info.runtime["inputs"][0]["name"] == "input.1" and info.runtime["layers"]
+
+
+def test_inspect_truncated_plan_fails(engine, tmp_path, cli):
+    cut = tmp_path / "cut.plan"
+    cut.write_bytes(engine.read_bytes()[:1000])
+    assert_clean_error(cli("inspect", cut), "truncated", "header declares", "holds 1000")
+
+
+def test_inspect_without_sidecar_says_only_what_is_missing(engine, tmp_path):
+    bare = tmp_path / "bare.plan"
+    bare.write_bytes(engine.read_bytes())
+    notes = " ".join(inspect_engine(bare).notes)
+    assert "no sidecar (bare.plan.json)" in notes and "not built by trtkit" not in notes

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import trtkit
+from trtkit.engine.flavor import runtime_only_flavors
 from trtkit.engine import trt_api
 from trtkit.engine.profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
 from trtkit.errors import BackendUnavailable, EngineError, ModelLoadError, ProfileError
@@ -41,17 +42,33 @@ def relu_engine(tmp_path_factory):
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU path")
 def test_valid_engine_without_gpu_is_backend_unavailable(relu_engine):
-    with pytest.raises(BackendUnavailable, match="no usable NVIDIA GPU.*TensorRT-RTX.*cudaError 35"):
+    with pytest.raises(BackendUnavailable, match="no usable NVIDIA GPU.*TensorRT-RTX.*cudaErrorInsufficientDriver"):
         trtkit.load(relu_engine)
 
 
-def test_engine_from_another_runtime_version_is_explained(relu_engine, tmp_path):
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU path")
+def test_cuda_is_checked_before_any_tensorrt_runtime(relu_engine, tmp_path):
+    """Without a usable driver a TensorRT Runtime segfaults when touched, so CUDA is checked first (any magic)."""
     odd = tmp_path / "other.engine"
     odd.write_bytes(b"xtrt" + relu_engine.read_bytes()[4:])  # unknown magic: tried with what is installed
-    with pytest.raises(EngineError, match="serialization version/magic mismatch.*exact TensorRT version.*TensorRT said: .*magic"):
+    with pytest.raises(BackendUnavailable, match="cannot be loaded: no usable NVIDIA GPU"):
         trtkit.load(odd)
 
 
+def test_explain_failure_on_real_tensorrt_messages():
+    """TensorRT's own log lines (8.x and 10.x wording, quoted from their logs) map to the cause."""
+    from trtkit.engine.trt_api import explain_failure
+
+    v8 = explain_failure(["1: [stdArchiveReader.cpp::StdArchiveReader::40] Error Code 1: Serialization "
+                          "(Serialization assertion stdVersionRead == serializationVersion failed.Version tag does not match)"],
+                         what="engine 'a.plan'", version="8.5.3.1", rtx=False)
+    assert "serialization version/magic mismatch" in str(v8) and "8.5.3.1" in str(v8)
+    lean = explain_failure(["Cannot deserialize engine with lean runtime"], what="engine 'a.plan'", version="11.4.0.106",
+                           rtx=False, lean=True)
+    assert "--versionCompatible" in str(lean)
+
+
+@pytest.mark.skipif(bool(runtime_only_flavors()), reason="a lean/dispatch runtime is installed: tests/engine/test_lean_runtime.py")
 def test_engine_of_uninstalled_full_tensorrt_names_it(relu_engine, tmp_path):
     full = tmp_path / "full.plan"
     full.write_bytes(b"ftrt" + relu_engine.read_bytes()[4:])
@@ -59,10 +76,10 @@ def test_engine_of_uninstalled_full_tensorrt_names_it(relu_engine, tmp_path):
         trtkit.load(full)
 
 
-def test_truncated_engine_is_explained(relu_engine, tmp_path):
+def test_truncated_engine_is_caught_from_its_header(relu_engine, tmp_path):
     cut = tmp_path / "cut.trt"
     cut.write_bytes(relu_engine.read_bytes()[:2000])
-    with pytest.raises(EngineError, match="truncated or corrupt.*TensorRT said"):
+    with pytest.raises(ModelLoadError, match="truncated: its header declares .* bytes of plan, the file holds 2000"):
         trtkit.load(cut)
 
 
@@ -81,7 +98,7 @@ def test_cli_reports_engine_errors_cleanly(relu_engine, tmp_path, cli):
     result = cli("run", str(odd))
     if "invalid choice" in result.err or "unrecognized" in result.err:
         pytest.skip("trtkit run is not registered in this build")
-    assert_clean_error(result, "magic")
+    assert_clean_error(result, "no usable NVIDIA GPU" if not HAS_GPU else "magic")
 
 
 # ---------------------------------------------------------------- call sites vs the real bindings
@@ -204,3 +221,28 @@ def test_no_profile_error_lists_the_profiles():
     assert isinstance(err, ProfileError)
     assert "profile 0: images: min 1x3x320x320 opt 4x3x640x640 max 8x3x640x640" in str(err)
     assert "profile 1: images:" in str(err) and "1x3x200x200" in str(err)
+
+
+# ---------------------------------------------------------------- contexts vs profile sharing (flavor.profile_sharing)
+
+def test_contexts_follow_each_versions_profile_sharing_rule():
+    from trtkit.backends.tensorrt import plan_contexts
+    from trtkit.engine.flavor import TrtFlavor
+    from trtkit.spec import ShapeProfile
+
+    class Mod:  # only what profile_sharing reads: 8.5 has no PROFILE_SHARING_0806 preview feature
+        class PreviewFeature:
+            FASTER_DYNAMIC_SHAPES_0805 = 0
+
+    v85 = TrtFlavor("tensorrt", Mod, "8.5.3.1")  # type: ignore[arg-type]
+    a = ShapeProfile.from_shapes(min={"x": (1, 3)}, opt={"x": (4, 3)}, max={"x": (8, 3)})
+    b = ShapeProfile.from_shapes(min={"x": (1, 3)}, opt={"x": (16, 3)}, max={"x": (32, 3)})
+    kw = dict(dynamic=True, built_with_sharing=False, what="engine 'e.plan'")
+    assert plan_contexts(v85, contexts=1, profiles=(a,), **kw) is None
+    assert plan_contexts(v85, contexts=2, profiles=(a, a, b), **kw) == (0, 1)  # context i owns profile i
+    assert plan_contexts(v85, contexts=2, profiles=(a,), dynamic=False, built_with_sharing=False, what="e") is None
+    with pytest.raises(EngineError, match="cannot share an optimization profile.*1 profile.*2 identical profiles"):
+        plan_contexts(v85, contexts=2, profiles=(a,), **kw)
+    with pytest.raises(EngineError, match="different ranges"):
+        plan_contexts(v85, contexts=2, profiles=(a, b), **kw)
+    assert plan_contexts(TrtFlavor("tensorrt", Mod, "10.13.0"), contexts=4, profiles=(a,), **kw) is None  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""TensorRT / TensorRT-RTX runtime on the tensor-name API (TensorRT 8.6 through 11).
+"""TensorRT / TensorRT-RTX runtime on the tensor-name API (TensorRT 8.5 through 11, lean/dispatch runtimes, RTX).
 
 Replaces the tutorial's ``allocate_buffers``/``do_inference`` (binding API,
 removed in TensorRT 10, and wrong buffer sizes for dynamic shapes):
@@ -16,7 +16,7 @@ removed in TensorRT 10, and wrong buffer sizes for dynamic shapes):
   replay static shapes (``RuntimeConfig.cuda_graph``); N contexts on N streams
   (``RuntimeConfig.contexts``) serve ``submit``/``infer_many`` concurrently.
 
-Every TensorRT call lives in :mod:`._trt_api`; this module only orchestrates.
+Every TensorRT call lives in :mod:`trtkit.engine.trt_api`; version differences in :mod:`trtkit.engine.flavor`.
 Engines always run on the GPU ``config.device_id``; ``config.device`` does not apply.
 """
 
@@ -36,11 +36,11 @@ from ..errors import BackendUnavailable, EngineError
 from ..spec import RuntimeConfig, TensorSpec
 from ..engine import trt_api as api
 from ._device_io import IoSlot, PipelinedBackend, SlotPool, StageTimer, concat_outputs, is_device_array, split_batch
-from ..engine.flavor import TRT_BACKENDS, TrtFlavor, trt_flavor
+from ..engine.flavor import TRT_BACKENDS, TrtFlavor, runtime_only_flavors, trt_flavor
 from ..engine.profiles import choose_profile, chunk_size, engine_profiles, no_profile_error
 from .base import BackendBase, Feeds, normalize_feeds
 
-__all__ = ["TensorRTBackend", "choose_flavors"]
+__all__ = ["TensorRTBackend", "choose_flavors", "plan_contexts"]
 
 
 @dataclass
@@ -50,6 +50,7 @@ class _ContextState:
     context: Any
     allocator: Any
     profile: int = -1
+    pinned: int | None = None  # the one profile this context may use (TensorRT without profile sharing)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     addresses: dict[str, int] = field(default_factory=dict)
     dynamic_ptrs: dict[str, int] = field(default_factory=dict)
@@ -61,35 +62,76 @@ class _ContextState:
         self.graphs.clear()
 
 
-def _sidecar_backend(path: Path) -> str | None:
-    """The backend recorded by ``trtkit build`` in the engine's sidecar, if any."""
-    try:
-        from ..engine.info import read_sidecar
-    except ImportError:  # sidecar support not installed in this build
-        return None
-    info = read_sidecar(path)
-    backend = (info or {}).get("backend")
-    return backend if backend in TRT_BACKENDS else None
+def _sidecar(path: Path) -> dict[str, Any]:
+    """The sidecar ``trtkit build`` wrote beside the engine ({} when there is none or it is stale)."""
+    from ..engine.info import read_sidecar
+
+    return read_sidecar(path) or {}
+
+
+def _runtime_only(engine: EngineFile, side: dict[str, Any], missing: BackendUnavailable) -> list[TrtFlavor]:
+    """Full TensorRT is not installed: the lean/dispatch runtimes, if present, for a version-compatible plan."""
+    found = runtime_only_flavors()
+    if not found:
+        raise BackendUnavailable(f"{str(engine.path)!r} was built by TensorRT, which is not installed here. {missing}") from missing
+    if side and not (side.get("flags") or {}).get("version_compatible"):
+        names = " and ".join(f.pretty for f in found)
+        raise EngineError(
+            f"{str(engine.path)!r} is not version-compatible (its sidecar records a build without --versionCompatible), "
+            f"and only {names} is installed here, which runs version-compatible engines only. Rebuild it with "
+            f"trtkit build --versionCompatible (TensorRT 8.6+), or install full TensorRT {side.get('backend_version', '')}".rstrip()
+        )
+    return found
 
 
 def choose_flavors(engine: EngineFile) -> list[TrtFlavor]:
-    """TensorRT flavors to try, most likely first: sidecar, then the plan's magic tag, then whatever is installed."""
-    wanted = _sidecar_backend(engine.path) or engine.flavor
+    """TensorRT flavors to try, most likely first: sidecar, then the plan's magic tag, then whatever is installed.
+    Without full TensorRT, a TensorRT plan goes to the lean/dispatch runtime when one is installed."""
+    side = _sidecar(engine.path)
+    wanted = side.get("backend") if side.get("backend") in TRT_BACKENDS else engine.flavor
     if wanted is not None:
         try:
             return [trt_flavor(wanted)]
         except BackendUnavailable as exc:
-            pretty = "TensorRT-RTX" if wanted == "tensorrt-rtx" else "TensorRT"
-            raise BackendUnavailable(f"{str(engine.path)!r} was built by {pretty}, which is not installed here. {exc}") from exc
+            if wanted == "tensorrt":
+                return _runtime_only(engine, side, exc)
+            raise BackendUnavailable(f"{str(engine.path)!r} was built by TensorRT-RTX, which is not installed here. {exc}") from exc
     found = []
     for name in TRT_BACKENDS:
         try:
             found.append(trt_flavor(name))
         except BackendUnavailable:
             continue
+    found += runtime_only_flavors()
     if not found:
         trt_flavor("auto")  # raises the install hint
     return found
+
+
+def plan_contexts(flavor: TrtFlavor, *, contexts: int, dynamic: bool, profiles: tuple[Any, ...],
+                  built_with_sharing: bool, what: str) -> tuple[int, ...] | None:
+    """Which profile each execution context is pinned to, or None when contexts may share profiles.
+
+    See ``TrtFlavor.profile_sharing``: on TensorRT 8.5 (and 8.6/9.x engines built without
+    PROFILE_SHARING_0806) concurrent contexts of a dynamic-shape engine need distinct profiles. Then
+    context i owns profile i for good, which is only equivalent to sharing when those profiles are
+    identical; otherwise this refuses, with the fix. Static engines have no profile to share.
+    """
+    if contexts == 1 or not dynamic or flavor.profile_sharing == "always":
+        return None
+    if flavor.profile_sharing == "preview" and built_with_sharing:
+        return None
+    reason = (f"{flavor.pretty} cannot share an optimization profile between execution contexts" if flavor.profile_sharing == "never"
+              else f"{what} was not built with PROFILE_SHARING_0806 (trtkit build sets it on {flavor.pretty})")
+    same = all(p == profiles[0] for p in profiles[:contexts])
+    if len(profiles) >= contexts and same:
+        return tuple(range(contexts))
+    raise EngineError(
+        f"RuntimeConfig(contexts={contexts}) on {what}: {reason}, so each concurrent context needs a profile of its "
+        f"own, and the engine has {len(profiles)} profile(s){'' if same else ' with different ranges'}. Use contexts=1 "
+        f"(bench: --infStreams=1), or rebuild it with {contexts} identical profiles (trtkit build ... --profile <shape "
+        f"flags> repeated {contexts} times)" + (", or rebuild it with trtkit build on this TensorRT" if flavor.profile_sharing == "preview" else "")
+    )
 
 
 class TensorRTBackend(PipelinedBackend, BackendBase):
@@ -102,8 +144,17 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         engine_file = read_engine_file(path)
         self.path = engine_file.path
         self.metadata = engine_file.metadata
-        self.flavor, self._runtime, self._engine, self._logger = self._deserialize(engine_file)
-        cuda.ensure_device(config.device_id)
+        self.device = f"cuda:{config.device_id}"
+        flavors = choose_flavors(engine_file)
+        # Before any TensorRT object: a Runtime made without a usable CUDA driver segfaults when touched.
+        try:
+            cuda.ensure_device(config.device_id)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(
+                f"engine {str(self.path)!r} cannot be loaded: no usable NVIDIA GPU/driver for "
+                f"{' or '.join(f.pretty for f in flavors)} (engines run on the GPU only). {exc}"
+            ) from None
+        self.flavor, self._runtime, self._engine, self._logger = self._deserialize(engine_file, flavors)
         trt = self.flavor.module
         table = api.io_table(trt, self._engine)
         self._io_in = [t for t in table if t.is_input]
@@ -112,28 +163,36 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         self._outputs = tuple(TensorSpec(t.name, t.dtype.name, t.shape) for t in self._io_out)
         count = max(1, max((len(t.profiles) for t in self._io_in), default=1))
         self._profiles = engine_profiles([(t.name, t.profiles) for t in self._io_in], count)
-        self._slots = SlotPool([self._new_slot() for _ in range(config.contexts)])
+        self._dynamic = any(-1 in t.shape for t in self._io_in)
+        side = _sidecar(self.path)
+        self._pinned = plan_contexts(self.flavor, contexts=config.contexts, dynamic=self._dynamic, profiles=self._profiles,
+                                     built_with_sharing=bool((side.get("flags") or {}).get("profile_sharing")),
+                                     what=f"engine {str(self.path)!r}")
+        self._slots = SlotPool([self._new_slot(i) for i in range(config.contexts)])
         self._max_out = self._size_outputs(self._slots.slots[0])
         self._reserve()
 
     # ------------------------------------------------------------ setup
 
-    def _deserialize(self, engine_file: EngineFile) -> tuple[TrtFlavor, Any, Any, Any]:
+    def _deserialize(self, engine_file: EngineFile, flavors: list[TrtFlavor]) -> tuple[TrtFlavor, Any, Any, Any]:
         errors: list[Exception] = []
-        for flavor in choose_flavors(engine_file):
+        for flavor in flavors:
             try:
                 runtime, engine, logger = api.deserialize(
-                    flavor.module, engine_file.plan, plugins=self.config.plugins, what=f"engine {str(engine_file.path)!r}"
+                    flavor.module, engine_file.plan, plugins=self.config.plugins, what=f"engine {str(engine_file.path)!r}",
+                    allow_host_code=flavor.runtime_allows_host_code,
                 )
                 return flavor, runtime, engine, logger
             except EngineError as exc:
                 errors.append(exc)
         raise errors[-1] if len(errors) == 1 else EngineError(" / ".join(str(e) for e in errors))
 
-    def _new_slot(self) -> IoSlot:
+    def _new_slot(self, index: int) -> IoSlot:
         slot = IoSlot(device_id=self.config.device_id)
         context = api.new_context(self._engine)
-        state = _ContextState(context=context, allocator=None)
+        state = _ContextState(context=context, allocator=None, pinned=None if self._pinned is None else self._pinned[index])
+        if not self._dynamic:  # static engine: profile 0 is every context's from creation; never ask for it
+            state.profile = 0
 
         def alloc(name: str, nbytes: int) -> int:
             ptr = slot.output_buffer(name, nbytes)
@@ -148,8 +207,12 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         """Bytes per output at the largest input shapes of any profile; None = data-dependent."""
         state: _ContextState = slot.extra["trt"]
         sizes: dict[str, int | None] = {t.name: 0 for t in self._io_out}
-        for index, profile in enumerate(self._profiles):
-            api.select_profile(state.context, index, slot.stream.handle)
+        # Pinned contexts must not touch another context's profile (their profiles are identical anyway).
+        indices = [state.pinned] if state.pinned is not None else range(len(self._profiles))
+        for index in indices:
+            profile = self._profiles[index]
+            if self._dynamic:
+                api.select_profile(state.context, index, slot.stream.handle)
             for t in self._io_in:
                 api.set_input_shape(state.context, t.name, profile[t.name].max if t.name in profile else t.shape)
             for t in self._io_out:
@@ -159,7 +222,7 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
                 else:
                     sizes[t.name] = max(int(sizes[t.name] or 0), int(np.prod(shape, dtype=np.int64)) * t.dtype.itemsize)
         slot.stream.synchronize()
-        state.profile = -1
+        state.profile = -1 if self._dynamic and state.pinned is None else (state.pinned or 0)
         state.shapes.clear()
         for t in self._io_out:
             if sizes[t.name] is None:
@@ -171,6 +234,9 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         for slot in self._slots.slots:
             state: _ContextState = slot.extra["trt"]
             if slot is not self._slots.slots[0]:
+                if state.pinned is not None:  # its own profile, once, for good
+                    api.select_profile(state.context, state.pinned, slot.stream.handle)
+                    state.profile = state.pinned
                 for t in self._io_out:
                     if self._max_out[t.name] is None:
                         api.attach_output_allocator(state.context, t.name, state.allocator)
@@ -206,7 +272,10 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
         state: _ContextState = slot.extra["trt"]
         shapes = {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
-        profile = choose_profile(self._profiles, shapes, prefer=state.profile)
+        if state.pinned is not None:
+            profile = state.pinned if self._profiles[state.pinned].contains(shapes) else None
+        else:
+            profile = choose_profile(self._profiles, shapes, prefer=state.profile)
         if profile is None:
             raise no_profile_error(self._profiles, shapes, what=f"engine {str(self.path)!r}")
         if profile != state.profile:

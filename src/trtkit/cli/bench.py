@@ -47,12 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--shapes", action=OnceAction, metavar="SPEC", help="input shapes, trtexec syntax (with --batch: without the batch axis, "
                                                      "e.g. images:3x640x640)")
     p.add_argument("--batch", metavar="LIST", help="sweep axis 0 of every input over these sizes, e.g. 1,8,32")
-    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time in ms (default 200)")
+    p.add_argument("--loadEngine", dest="load_engine", metavar="ENGINE", help="trtexec spelling of the MODEL argument for an engine")
+    p.add_argument("--warmup-ms", "--warmUp", dest="warmup_ms", type=float, default=200.0, help="warm-up time in ms (default 200)")
     p.add_argument("--duration", type=float, default=3.0, help="minimum timed seconds per run and batch (default 3)")
     p.add_argument("--iterations", type=int, default=10, help="minimum timed iterations (default 10, the least allowed)")
-    p.add_argument("--streams", type=int, default=1, help="concurrent inferences (host threads; TensorRT contexts)")
-    p.add_argument("--cuda-graph", action="store_true", help="capture and replay CUDA graphs (GPU backends)")
-    p.add_argument("--no-data-transfers", action="store_true", help="keep inputs/outputs on the GPU: time compute alone")
+    p.add_argument("--streams", "--infStreams", dest="streams", type=int, default=1,
+                   help="concurrent inferences (host threads; TensorRT contexts)")
+    p.add_argument("--cuda-graph", "--useCudaGraph", dest="cuda_graph", action="store_true", help="capture and replay CUDA graphs (GPU backends)")
+    p.add_argument("--no-data-transfers", "--noDataTransfers", dest="no_data_transfers", action="store_true",
+                   help="keep inputs/outputs on the GPU: time compute alone")
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (ONNX Runtime)")
     add_fuse_arg(p)
     p.add_argument("--plugins", action="append", default=[], metavar="LIB.so", help="TensorRT plugin library (repeatable)")
@@ -200,7 +203,10 @@ def split_backend(item: str) -> tuple[str, str | None]:
 def targets_from_args(args: argparse.Namespace) -> list[BenchTarget]:
     from ..measure.bench import BenchTarget
 
-    items = ([args.model] if args.model else []) + list(args.compare)
+    if args.load_engine and args.model and args.load_engine != args.model:
+        raise BenchError(f"two models given: {args.model!r} and --loadEngine={args.load_engine!r}; give one")
+    model = args.model or args.load_engine
+    items = ([model] if model else []) + list(args.compare)
     if not items:
         raise BenchError("no model given; usage: trtkit bench MODEL, or trtkit bench --compare A B ...")
     backends = args.backend or ["auto"]

@@ -9,6 +9,7 @@ profile 0, so one-profile builds need no ``--profile`` at all.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -77,6 +78,20 @@ def register(subparsers: Any) -> None:
     b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: only on a terminal)")
     b.add_argument("--verbose", action="store_true", help="show TensorRT's log")
+    b.add_argument("--workspace", type=int, metavar="MiB", help="workspace limit in MiB (trtexec's old spelling of --memPoolSize=workspace:N)")
+    b.add_argument("--skipInference", action="store_true", help="accepted for trtexec compatibility: trtkit build never runs inference")
+    n = p.add_argument_group("numerics and portability (recorded in the sidecar)")
+    n.add_argument("--noTF32", action="store_true", help="keep FP32 layers in IEEE FP32 (TensorRT enables TF32 by default on Ampere+)")
+    n.add_argument("--tacticSources", metavar="SPEC", help="edit the default tactic sources, trtexec syntax, e.g. -CUBLAS,-CUBLAS_LT,-CUDNN")
+    n.add_argument("--stronglyTyped", action="store_true", help="strongly typed network: 9.x/10.x opt in; 11.x/RTX always; 8.x has none (see docs/build.md)")
+    n.add_argument("--inputIOFormats", metavar="SPEC", help="input types, e.g. fp16:chw (TensorRT < 11, weakly typed builds)")
+    n.add_argument("--outputIOFormats", metavar="SPEC", help="output types, e.g. fp16:chw (TensorRT < 11, weakly typed builds)")
+    n.add_argument("--versionCompatible", "--vc", dest="versionCompatible", action="store_true",
+                   help="version-compatible engine: runs on later TensorRT and on the lean/dispatch runtimes (8.6+)")
+    n.add_argument("--excludeLeanRuntime", action="store_true", help="with --versionCompatible: do not embed the lean runtime (9.0+)")
+    n.add_argument("--hardwareCompatibilityLevel", metavar="LEVEL", help="none | ampere+ | sameComputeCapability (8.6+)")
+    n.add_argument("--dumpLayerInfo", action="store_true", help="print per-layer information of the built engine (needs a GPU)")
+    n.add_argument("--exportLayerInfo", metavar="FILE", help="write per-layer information of the built engine as JSON (needs a GPU)")
     b.add_argument("--explicitBatch", action="store_true", help=argparse.SUPPRESS)
     b.add_argument("--implicitBatch", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run, profile_groups=None, profile_dupes=None, profile_started=False)
@@ -158,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         profiles=_profiles(args),
         precision=_precision(args),
         backend=args.backend,
-        workspace_bytes=parse_mem_pool(args.memPoolSize) if args.memPoolSize else None,
+        workspace_bytes=_workspace(args),
         timing_cache=args.timingCacheFile,
         optimization_level=args.builderOptimizationLevel,
         device=args.device,
@@ -166,7 +181,27 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         plugins=tuple(args.plugins),
         force=args.force,
         progress=args.progress,
+        tf32=not args.noTF32,
+        tactic_sources=args.tacticSources,
+        strongly_typed=args.stronglyTyped,
+        version_compatible=args.versionCompatible,
+        exclude_lean_runtime=args.excludeLeanRuntime,
+        hardware_compatibility=args.hardwareCompatibilityLevel,
+        input_io_formats=args.inputIOFormats,
+        output_io_formats=args.outputIOFormats,
+        layer_info=args.dumpLayerInfo,
+        export_layer_info=args.exportLayerInfo,
     )
+
+
+def _workspace(args: argparse.Namespace) -> int | None:
+    if args.workspace is not None and args.memPoolSize:
+        raise SpecError("--workspace and --memPoolSize both set the workspace; give one (--memPoolSize=workspace:N is the current spelling)")
+    if args.workspace is not None:
+        if args.workspace <= 0:
+            raise SpecError(f"--workspace={args.workspace}: give a positive size in MiB, e.g. --workspace=4096")
+        return args.workspace * 2**20
+    return parse_mem_pool(args.memPoolSize) if args.memPoolSize else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,10 +211,26 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.explicitBatch:
         print("note: --explicitBatch is the default and only mode since TensorRT 10; the flag is not needed", file=sys.stderr)
-    report = build(model, output, config=config)
+    try:
+        report = build(model, output, config=config)
+    except KeyboardInterrupt:
+        from ..engine.builder import build_was_interrupted
+
+        if not build_was_interrupted():
+            raise
+        # Leave without interpreter finalization: TensorRT < 9 cannot cancel a build (it still runs), and
+        # TensorRT's own threads may still call back into Python (nothing was written either way).
+        print("error: interrupted; no partial output was written", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     for index, profile in enumerate(report.profiles):
         print(f"profile {index}: {profile.describe()}")
+    if report.layer_info:
+        print(report.layer_info.rstrip())
+    if config.export_layer_info and not report.cached:
+        print(f"wrote layer information to {config.export_layer_info}")
     print(report.summary())
     return 0

@@ -20,14 +20,15 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..atomic import atomic_output, check_output_path
+from ..atomic import atomic_output, check_output_path, write_text_atomic
+from .build_options import decide_builder_options, strongly_typed_request
 from .info import NO_GPU, SIDECAR_FORMAT, detect_gpu, file_sha256, read_sidecar, sidecar_path, sidecar_text
-from ..errors import BackendUnavailable, BuildError, OutputPathError, ProfileError, SpecError
+from ..errors import BackendUnavailable, BuildError, EngineError, OutputPathError, ProfileError, SpecError
 from .precision import KEEP_FP32_OPS, PrecisionPlan, convert_to_fp16, has_qdq, plan_precision
 from ..graph.quantize import QuantizeConfig, quantize
 from ..spec import BatchProfile, BuildConfig, ShapeProfile, TensorSpec, flags_for, format_shapes
@@ -49,6 +50,7 @@ class BuildReport:
     profiles: tuple[ShapeProfile, ...]
     device: str
     notes: tuple[str, ...] = ()
+    layer_info: str | None = None  # --dumpLayerInfo: one line per layer
 
     def summary(self) -> str:
         if self.cached:
@@ -232,6 +234,7 @@ class _Job:
     key: str
     timing_cache: Path | None
     notes: tuple[str, ...]
+    builder_options: Any = None  # build_options.BuilderOptions
 
 
 def _timing_cache(config: BuildConfig, flavor: Any) -> tuple[Path | None, tuple[str, ...]]:
@@ -258,12 +261,13 @@ def _check_outputs(src: Path, output: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _device_notes(config: BuildConfig, flavor: Any) -> tuple[int, tuple[str, ...]]:
-    """The CUDA device to describe in the sidecar, and a note when --device is not used (never silently)."""
+def _device_notes(config: BuildConfig, flavor: Any, gpu: dict[str, Any] | None) -> tuple[str, ...]:
+    """A note when --device is not used (never silently), saying what the sidecar records instead."""
     if flavor.is_rtx and config.device != 0:
-        return 0, (f"TensorRT-RTX {flavor.version} does not build on a chosen CUDA device (trtkit does not select "
-                   f"one for it): --device {config.device} is not used; the sidecar records device 0",)
-    return config.device, ()
+        recorded = f"the sidecar records device 0 ({gpu['name']})" if gpu else "the sidecar records no device (no GPU is usable here)"
+        return (f"TensorRT-RTX {flavor.version} does not build on a chosen CUDA device (trtkit does not select "
+                f"one for it): --device {config.device} is not used; {recorded}",)
+    return ()
 
 
 def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], config: BuildConfig) -> tuple[_Job, Any]:
@@ -279,15 +283,22 @@ def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], 
     profiles = resolve_profiles(src, inputs, config.profiles)
     check_named_dims(model, profiles)
     flavor = trt_flavor(config.backend)
+    if not flavor.can_build:
+        raise BackendUnavailable(f"{flavor.pretty} only runs engines; building needs full TensorRT or TensorRT-RTX")
+    strongly_typed, typed_notes = strongly_typed_request(config, flavor)
     plan = plan_precision(config.precision, backend=f"{flavor.backend} {flavor.version}",
-                          strongly_typed_only=flavor.strongly_typed_only, qdq=has_qdq(model))
-    device, device_notes = _device_notes(config, flavor)
-    gpu, device_note = detect_gpu(device)
+                          strongly_typed_only=strongly_typed, qdq=has_qdq(model))
+    gpu, device_note = detect_gpu(0 if flavor.is_rtx else config.device)
+    device_notes = _device_notes(config, flavor, gpu)
     if gpu is None and not flavor.is_rtx:
         raise BackendUnavailable(
             f"TensorRT {flavor.version} needs an NVIDIA GPU to build engines, and none is usable here ({device_note}). "
             "Build on the deployment GPU, or use TensorRT-RTX, which builds without a GPU: --backend tensorrt-rtx"
         )
+    options, option_notes = decide_builder_options(config, flavor, flags=plan.builder_flags,
+                                                   strongly_typed=plan.strongly_typed, gpu=gpu)
+    if config.export_layer_info:
+        check_output_path(config.export_layer_info, what="--exportLayerInfo", inputs=(src,))
     timing, timing_notes = _timing_cache(config, flavor)
     source_sha = file_sha256(src)
     key = _cache_key({
@@ -296,10 +307,10 @@ def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], 
         "keep_fp32": list(KEEP_FP32_OPS) if plan.convert else None,
         "profiles": [p.to_json() for p in profiles], "workspace": config.workspace_bytes,
         "level": config.optimization_level, "plugins": [[str(p), file_sha256(p)] for p in plugins],
-        "trtkit": _version(),
+        "builder_options": repr(options), "trtkit": _version(),
     })
-    notes = plan.notes + device_notes + timing_notes
-    job = _Job(src, out, config, flavor, plan, profiles, plugins, gpu, device_note, source_sha, key, timing, notes)
+    notes = typed_notes + plan.notes + device_notes + option_notes + timing_notes
+    job = _Job(src, out, config, flavor, plan, profiles, plugins, gpu, device_note, source_sha, key, timing, notes, options)
     return job, model
 
 
@@ -309,12 +320,13 @@ def _version() -> str:
     return __version__
 
 
-def _run_builder(job: _Job, data: bytes | None) -> tuple[bytes, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Parse, configure and build; returns (engine bytes, inputs, outputs)."""
+def _run_builder(job: _Job, data: bytes | None) -> tuple[bytes, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Parse, configure and build; returns (engine bytes, inputs, outputs, recorded builder settings)."""
     from .builder import run_builder
 
     return run_builder(job.flavor, onnx_path=job.onnx_path, data=data, options=job.config, plan=job.plan,
-                       profiles=job.profiles, plugins=job.plugins, timing_cache=job.timing_cache)
+                       builder_options=job.builder_options, profiles=job.profiles, plugins=job.plugins,
+                       timing_cache=job.timing_cache)
 
 
 def _write(job: _Job, engine: bytes, sidecar: dict[str, Any]) -> None:
@@ -326,8 +338,11 @@ def _write(job: _Job, engine: bytes, sidecar: dict[str, Any]) -> None:
             side_tmp.write_text(sidecar_text(sidecar), encoding="utf-8")
 
 
-def _sidecar(job: _Job, engine: bytes, io: tuple[list[Any], list[Any]], seconds: float) -> dict[str, Any]:
+def _sidecar(job: _Job, engine: bytes, io: tuple[list[Any], list[Any]], seconds: float,
+             record: dict[str, Any]) -> dict[str, Any]:
     flags = {
+        **record,  # tf32, tactic_sources, version/hardware compatibility, profile_sharing: what changes numerics or portability
+        "io_formats": {"inputs": list(job.builder_options.input_formats), "outputs": list(job.builder_options.output_formats)},
         "strongly_typed": job.plan.strongly_typed,
         "builder_flags": list(job.plan.builder_flags),
         "graph_conversion": job.plan.convert,
@@ -372,11 +387,26 @@ def build(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     config = config or BuildConfig()
     start = time.perf_counter()
     job, model = _prepare(onnx_path, output, config)
-    if not config.force and _is_up_to_date(job.output, job.key):
+    wants_layers = config.layer_info or bool(config.export_layer_info)  # read from a fresh build
+    if not config.force and not wants_layers and _is_up_to_date(job.output, job.key):
         return _report(job, cached=True, seconds=time.perf_counter() - start)
     data = convert_to_fp16(model).SerializeToString() if job.plan.convert == "fp16" else None
     del model  # the parser reads the file (or the converted bytes) itself
-    engine, inputs, outputs = _run_builder(job, data)
+    engine, inputs, outputs, record = _run_builder(job, data)
+    layers = _layer_info(job, engine) if config.layer_info or config.export_layer_info else None
     seconds = time.perf_counter() - start
-    _write(job, engine, _sidecar(job, engine, (inputs, outputs), seconds))
-    return _report(job, cached=False, seconds=seconds)
+    _write(job, engine, _sidecar(job, engine, (inputs, outputs), seconds, record))
+    if config.export_layer_info and layers is not None:
+        write_text_atomic(Path(config.export_layer_info), layers[1], what="--exportLayerInfo")
+    return replace(_report(job, cached=False, seconds=seconds), layer_info=layers[0] if layers and config.layer_info else None)
+
+
+def _layer_info(job: _Job, engine: bytes) -> tuple[str, str]:
+    """(one line per layer, JSON) read from the built engine, before anything is written."""
+    from .info import layer_information
+
+    try:
+        return layer_information(job.flavor, engine, what=f"the engine built from {str(job.onnx_path)!r}")
+    except (EngineError, BackendUnavailable) as exc:
+        raise BuildError(f"--dumpLayerInfo/--exportLayerInfo: the engine was built but cannot be read here, so nothing "
+                         f"was written ({exc}); build without them and inspect the engine on its target GPU") from None

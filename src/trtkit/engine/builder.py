@@ -1,14 +1,15 @@
 """The TensorRT builder calls of ``trtkit build``: progress bar, ONNX parser, builder config, network I/O.
 
-One implementation serves TensorRT 10/11 (``tensorrt``) and TensorRT-RTX
-(``tensorrt_rtx``): their Python APIs match except where commented (search for
-"RTX:" and "TRT 10:"). The module is passed in as ``trt`` so nothing here imports
+One implementation serves TensorRT 8.5 to 11 (``tensorrt``) and TensorRT-RTX
+(``tensorrt_rtx``): where they differ, ``flavor.py`` decides (network flags, which
+options exist). The module is passed in as ``trt`` so nothing here imports
 TensorRT at module level.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any, Sequence
@@ -16,10 +17,11 @@ from typing import IO, Any, Sequence
 from ..errors import BuildError
 from ..atomic import write_bytes_atomic
 from ..spec import BuildConfig, ShapeProfile
+from .build_options import BuilderOptions
 from .precision import PrecisionPlan
 from .trt_api import dtype_name, load_plugins, shared_logger
 
-__all__ = ["ROLES", "run_builder", "progress_monitor", "parse_onnx", "configure", "network_io"]
+__all__ = ["ROLES", "run_builder", "progress_monitor", "parse_onnx", "configure", "network_io", "build_was_interrupted"]
 
 # Variable name in this module -> TensorRT class it holds (checked against the real bindings, see trt_api).
 ROLES: dict[str, str] = {
@@ -40,7 +42,7 @@ def progress_monitor(trt: Any, *, show: bool, stream: IO[str] | None = None) -> 
     Ctrl-C cancels a running build (the KeyboardInterrupt is caught in the callback,
     which must not raise into TensorRT, and re-raised after the build returns).
     """
-    if not hasattr(trt, "IProgressMonitor"):  # TRT 10.0 and older have no progress API
+    if not hasattr(trt, "IProgressMonitor"):  # TRT 8.5/8.6 have no progress API (flavor.has_progress_monitor)
         return None
     out = stream or sys.stderr
 
@@ -121,23 +123,71 @@ def parse_onnx(trt: Any, logger: Any, network: Any, *, path: Path, data: bytes |
     raise BuildError(f"the TensorRT ONNX parser rejected {str(path)!r}: " + "; ".join(errors or [logger.last_errors()]) + f". {hint}")
 
 
-def configure(trt: Any, builder: Any, config: Any, *, profiles: Sequence[ShapeProfile], flags: Sequence[str],
-              optimization_level: int | None, workspace_bytes: int | None) -> None:
-    """Apply profiles, builder flags, optimization level and workspace to a builder config."""
+def configure(trt: Any, builder: Any, network: Any, config: Any, *, profiles: Sequence[ShapeProfile],
+              options: BuilderOptions, workspace_bytes: int | None) -> dict[str, Any]:
+    """Apply profiles and builder settings to a builder config; return what the sidecar records."""
+    if not profiles:  # static network: one fixed profile. TensorRT 8.5 refuses to build a network with a
+        # data-dependent shape (NonZero, NMS) without any profile ("need profile"); fixed is what it is anyway.
+        opt = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            tensor = network.get_input(index)
+            if not tensor.is_shape_tensor:
+                shape = tuple(int(d) for d in tensor.shape)
+                opt.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(opt)
     for index, profile in enumerate(profiles):
         opt = builder.create_optimization_profile()
         for name, r in profile.ranges:
             opt.set_shape(name, r.min, r.opt, r.max)
         if config.add_optimization_profile(opt) < 0:
             raise BuildError(f"TensorRT refused optimization profile {index} ({profile.describe()}); check it against the model")
-    for flag in flags:
+    for flag in options.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    if optimization_level is not None:
-        config.builder_optimization_level = optimization_level
+    if not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    record: dict[str, Any] = {"tf32": bool(config.get_flag(trt.BuilderFlag.TF32))}
+    if options.tactic_edits:
+        mask = int(config.get_tactic_sources())
+        for name, enable in options.tactic_edits:
+            bit = 1 << int(getattr(trt.TacticSource, name))
+            mask = mask | bit if enable else mask & ~bit
+        if not config.set_tactic_sources(mask):
+            raise BuildError(f"TensorRT refused the tactic sources {options.tactic_edits}; check --tacticSources")
+    mask = int(config.get_tactic_sources())
+    names = getattr(trt.TacticSource, "__members__", {})
+    record["tactic_sources"] = sorted(n for n, m in names.items() if mask & (1 << int(m)))
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.exclude_lean_runtime:
+        config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+    if options.hardware_level is not None:
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, options.hardware_level)
+    if options.profile_sharing:
+        config.set_preview_feature(trt.PreviewFeature.PROFILE_SHARING_0806, True)
+    record.update(version_compatible=options.version_compatible, exclude_lean_runtime=options.exclude_lean_runtime,
+                  hardware_compatibility=options.hardware_level or "NONE", profile_sharing=options.profile_sharing)
+    if options.optimization_level is not None:
+        config.builder_optimization_level = options.optimization_level
     if workspace_bytes is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if hasattr(trt, "ProfilingVerbosity"):  # per-layer details for `trtkit inspect`
+    if hasattr(trt, "ProfilingVerbosity"):  # per-layer details for `trtkit inspect` / --dumpLayerInfo
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    return record
+
+
+def apply_io_formats(trt: Any, network: Any, options: BuilderOptions) -> None:
+    """trtexec --inputIOFormats/--outputIOFormats on a weakly typed network: I/O dtype + linear layout."""
+    for count, get, types, flag in ((network.num_inputs, network.get_input, options.input_formats, "--inputIOFormats"),
+                                    (network.num_outputs, network.get_output, options.output_formats, "--outputIOFormats")):
+        if not types:
+            continue
+        if len(types) not in (1, count):
+            raise BuildError(f"{flag} gives {len(types)} formats but the network has {count} tensors; give one per "
+                             "tensor in order, or one for all")
+        for index in range(count):
+            tensor = get(index)
+            tensor.dtype = getattr(trt, types[0] if len(types) == 1 else types[index])
+            tensor.allowed_formats = 1 << int(trt.TensorFormat.LINEAR)
 
 
 def network_io(trt: Any, network: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -149,14 +199,6 @@ def network_io(trt: Any, network: Any) -> tuple[list[dict[str, Any]], list[dict[
         [tensor(network.get_input(i)) for i in range(network.num_inputs)],
         [tensor(network.get_output(i)) for i in range(network.num_outputs)],
     )
-
-
-def _network_flags(trt: Any, plan: PrecisionPlan) -> int:
-    # TRT 10: explicit batch is the only mode (EXPLICIT_BATCH is deprecated and ignored), so 0 is right.
-    # TRT 11 / RTX: every network is strongly typed; the flag still exists in RTX and is harmless.
-    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    return 0
 
 
 def _attach_timing_cache(config: Any, path: Path | None) -> Any:
@@ -177,10 +219,61 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
     write_bytes_atomic(path, bytes(memoryview(config.get_timing_cache().serialize())), what="timing cache")
 
 
+# Builds stopped by Ctrl-C, with the TensorRT objects they use: kept alive for the rest of the process,
+# because TensorRT may still call back into them (seen with TensorRT-RTX: phase_start/log from its own
+# threads after build_serialized_network returned cancelled). Process exit must then skip interpreter
+# finalization, or those callbacks abort it: see build_was_interrupted().
+_interrupted: list[tuple[threading.Thread, tuple[Any, ...]]] = []
+
+
+def build_was_interrupted() -> bool:
+    """True once a build in this process was stopped by Ctrl-C (the CLI then leaves with os._exit)."""
+    return bool(_interrupted)
+
+
+def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any | None) -> Any:
+    """``build_serialized_network`` on a worker thread, so Ctrl-C reaches the main thread at once.
+
+    The binding releases the GIL while building (all versions), so the main thread keeps handling
+    signals. On Ctrl-C: with a progress monitor (9.0+, RTX) the build is cancelled (``step_complete``
+    returns False) and joined; without one (8.5/8.6) nothing can stop it, so it is abandoned: the
+    thread finishes in the background and its result is dropped. Either way KeyboardInterrupt
+    propagates and nothing has been written.
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["host"] = builder.build_serialized_network(network, config)
+        except BaseException as exc:  # handed to the main thread below
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="trtkit-build", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        _interrupted.append((thread, (builder, network, config, monitor)))
+        if monitor is not None:
+            monitor.interrupted = True  # step_complete now returns False: TensorRT stops at its next step
+            try:
+                thread.join()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                pass
+        raise
+    if monitor is not None and monitor.interrupted:  # Ctrl-C seen inside a callback on this thread
+        raise KeyboardInterrupt
+    if "error" in result:
+        raise result["error"]
+    return result.get("host")
+
+
 def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: BuildConfig, plan: PrecisionPlan,
-                profiles: Sequence[ShapeProfile], plugins: Sequence[Path], timing_cache: Path | None
-                ) -> tuple[bytes, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Parse, configure and build; returns (engine bytes, inputs, outputs). ``data`` replaces the file's bytes."""
+                builder_options: BuilderOptions, profiles: Sequence[ShapeProfile], plugins: Sequence[Path],
+                timing_cache: Path | None) -> tuple[bytes, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Parse, configure and build; returns (engine bytes, inputs, outputs, recorded settings).
+    ``data`` replaces the file's bytes."""
     trt = flavor.module
     if not flavor.is_rtx:  # full TensorRT builds for the current CUDA device
         from ..backends.cuda import ensure_device
@@ -190,23 +283,22 @@ def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: Bu
     logger.take()  # drop errors of earlier, unrelated calls
     builder = trt.Builder(logger)
     load_plugins(trt, logger, [str(p) for p in plugins], error=BuildError)
-    network = builder.create_network(_network_flags(trt, plan))
+    network = builder.create_network(flavor.network_flags(strongly_typed=plan.strongly_typed))
     parse_onnx(trt, logger, network, path=onnx_path, data=data)
+    apply_io_formats(trt, network, builder_options)
     config = builder.create_builder_config()
-    configure(trt, builder, config, profiles=profiles, flags=plan.builder_flags,
-              optimization_level=options.optimization_level, workspace_bytes=options.workspace_bytes)
+    record = configure(trt, builder, network, config, profiles=profiles, options=builder_options,
+                       workspace_bytes=options.workspace_bytes)
     _attach_timing_cache(config, timing_cache)
     show = options.progress if options.progress is not None else sys.stderr.isatty()
     monitor = progress_monitor(trt, show=show)
     if monitor is not None:
         config.progress_monitor = monitor
-    host = builder.build_serialized_network(network, config)
-    if monitor is not None and monitor.interrupted:
-        raise KeyboardInterrupt
+    host = _build_interruptibly(builder, network, config, monitor)
     if host is None:
         raise BuildError(
             f"{flavor.backend} {flavor.version} could not build an engine from {str(onnx_path)!r}: "
             f"{logger.last_errors() or 'no error was logged'}. Run with --verbose for TensorRT's full log"
         )
     _save_timing_cache(config, timing_cache)
-    return bytes(memoryview(host)), *network_io(trt, network)
+    return bytes(memoryview(host)), *network_io(trt, network), record

@@ -198,9 +198,12 @@ def inspect_engine(path: str | os.PathLike[str]) -> EngineInfo:
             "Rebuild with trtkit build to refresh it"
         )
     elif state == "missing":
-        info.notes.append("no sidecar (this engine was not built by trtkit build): only the engine itself can tell more")
+        info.notes.append(f"no sidecar ({sidecar_path(p).name}) beside the engine, so its source model, precision and "
+                          "build flags are unknown: only the engine itself can tell more")
     backend = (sidecar or {}).get("backend", "auto") if state == "ok" else "auto"
-    info.runtime, info.runtime_note = _read_engine(p, backend=backend)
+    info.runtime, info.runtime_note, refused = _read_engine(p, backend=backend)
+    if refused is not None and info.sidecar is None:  # TensorRT itself rejected the plan and nothing else describes it
+        raise refused
     if info.runtime is None and info.sidecar is None:
         info.notes.append(f"nothing more is known: {info.runtime_note}")
     return info
@@ -270,8 +273,33 @@ def _engine_json(engine: Any, trt: Any) -> dict[str, Any]:
     return {**tensors, "profiles": profiles, "num_layers": engine.num_layers, "layers": layers.get("Layers", layers)}
 
 
-def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, str]:
-    """Deserialize the engine and read it; (None, why) when this machine cannot.
+def layer_information(flavor: Any, plan: bytes, *, what: str) -> tuple[str, str]:
+    """(ONELINE text, JSON text) of the engine inspector, as trtexec --dumpLayerInfo/--exportLayerInfo give them."""
+    from .trt_api import deserialize
+
+    trt = flavor.module
+    _runtime, engine, _logger = deserialize(trt, plan, plugins=(), what=what, allow_host_code=flavor.runtime_allows_host_code)
+    inspector = engine.create_engine_inspector()
+    return (str(inspector.get_engine_information(trt.LayerInformationFormat.ONELINE)),
+            str(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
+
+
+def tf32_hint(path: str | os.PathLike[str]) -> str | None:
+    """For ``compare``: a hint when ``path`` is an FP32 engine whose sidecar says TF32 was on."""
+    try:
+        side = read_sidecar(path)
+    except EngineError:
+        return None
+    if not side or side.get("precision") != "fp32" or not (side.get("flags") or {}).get("tf32"):
+        return None
+    return (f"{Path(path).name} is an FP32 engine built with TF32 on (TensorRT's default on Ampere and later: FP32 "
+            "matrix math with 10-bit mantissa inputs, typically ~1e-3..1e-2 off an FP32 reference); rebuild it with "
+            "trtkit build --noTF32 to compare at FP32 precision")
+
+
+def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, str, EngineError | None]:
+    """Deserialize the engine and read it; (None, why, None) when this machine cannot, and
+    (None, why, the error) when TensorRT rejected the plan (truncated, corrupt, other version).
 
     Not exercised in CI: deserializing needs a GPU the runtime supports (TensorRT-RTX
     refuses Hopper and there is no GPU on the CI machine).
@@ -281,20 +309,22 @@ def _read_engine(path: Path, *, backend: str) -> tuple[dict[str, Any] | None, st
 
     gpu, why = detect_gpu(0)
     if gpu is None:
-        return None, "engine not opened (deserializing needs a usable NVIDIA GPU and driver): " + why
+        return None, "engine not opened (deserializing needs a usable NVIDIA GPU and driver): " + why, None
     try:
         flavor = trt_flavor(backend if backend in ("tensorrt", "tensorrt-rtx") else "auto")
     except (BackendUnavailable, SpecError) as exc:
-        return None, f"engine not opened: {exc}"
+        return None, f"engine not opened: {exc}", None
     from .plan_file import read_engine_file
     from .trt_api import deserialize
 
     try:
         _runtime, engine, _logger = deserialize(flavor.module, read_engine_file(path).plan, plugins=(),
-                                                what=f"engine {str(path)!r}")
-    except (EngineError, BackendUnavailable) as exc:
-        return None, f"engine not opened on {gpu['name']}: {exc}"
-    return _engine_json(engine, flavor.module), f"read with {flavor.backend} {flavor.version} on {gpu['name']}"
+                                                what=f"engine {str(path)!r}", allow_host_code=flavor.runtime_allows_host_code)
+    except BackendUnavailable as exc:
+        return None, f"engine not opened on {gpu['name']}: {exc}", None
+    except EngineError as exc:
+        return None, f"engine not opened on {gpu['name']}: {exc}", exc
+    return _engine_json(engine, flavor.module), f"read with {flavor.backend} {flavor.version} on {gpu['name']}", None
 
 
 # ---------------------------------------------------------------- render
@@ -330,13 +360,27 @@ def _sidecar_rows(side: dict[str, Any]) -> list[str]:
     rows = [
         f"backend:    {side.get('backend')} {side.get('backend_version')}",
         f"device:     {device}",
-        f"precision:  {side.get('precision')}",
+        f"precision:  {side.get('precision')}{_numerics(side.get('flags') or {})}",
         f"source:     {src.get('path')} (sha256 {str(src.get('sha256'))[:16]}...)",
         f"built:      {side.get('created')} in {side.get('build_seconds')} s by trtkit {side.get('trtkit_version')}",
     ]
     return rows + _tensor_rows("inputs", side.get("inputs", [])) + _tensor_rows("outputs", side.get("outputs", [])) + _profile_rows(
         side.get("profiles", [])
     )
+
+
+def _numerics(flags: dict[str, Any]) -> str:
+    """The recorded options that change numerics or portability, for the precision row."""
+    parts = []
+    if "tf32" in flags:
+        parts.append("TF32 " + ("on" if flags["tf32"] else "off"))
+    if flags.get("version_compatible"):
+        parts.append("version-compatible" + (" (lean runtime excluded)" if flags.get("exclude_lean_runtime") else ""))
+    if flags.get("hardware_compatibility") not in (None, "NONE"):
+        parts.append(f"hardware compatibility {flags['hardware_compatibility']}")
+    if flags.get("tactic_sources") is not None:
+        parts.append("tactic sources " + (",".join(flags["tactic_sources"]) or "none"))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _render(info: EngineInfo) -> str:

@@ -3,7 +3,8 @@
 Ultralytics writes ``<uint32 little-endian length><JSON metadata><plan>``; the
 metadata (class names, imgsz, stride, task) is worth keeping, and the plan
 after it is an ordinary TensorRT plan. A plain plan starts with a 4-byte magic
-tag: ``ftrt`` for TensorRT, ``vtrt`` for TensorRT-RTX (seen in real engines).
+tag: ``ptrt`` for TensorRT 8.5 (seen on the H200), ``ftrt`` for TensorRT 10,
+``vtrt`` for TensorRT-RTX (seen in real engines).
 This module reads bytes only; it needs neither TensorRT nor a GPU.
 """
 
@@ -18,10 +19,10 @@ from typing import Any
 
 from ..errors import ModelLoadError
 
-__all__ = ["EngineFile", "read_engine_file", "PLAN_MAGIC", "flavor_from_magic"]
+__all__ = ["EngineFile", "read_engine_file", "PLAN_MAGIC", "flavor_from_magic", "declared_plan_size"]
 
 # First four bytes of a serialized plan -> which runtime wrote it.
-PLAN_MAGIC: dict[bytes, str] = {b"ftrt": "tensorrt", b"vtrt": "tensorrt-rtx"}
+PLAN_MAGIC: dict[bytes, str] = {b"ptrt": "tensorrt", b"ftrt": "tensorrt", b"vtrt": "tensorrt-rtx"}
 _MIN_PLAN_BYTES = 64  # a plan header alone is 64 bytes in TensorRT 10 / RTX 1.x
 _MAX_META_BYTES = 16 << 20
 
@@ -43,6 +44,20 @@ class EngineFile:
 
 def flavor_from_magic(plan: bytes) -> str | None:
     return PLAN_MAGIC.get(bytes(plan[:4]))
+
+
+def declared_plan_size(plan: bytes) -> int | None:
+    """The plan size its header states, or None when the header is not one we know.
+
+    Seen in TensorRT-RTX 1.x plans: magic, then a little-endian uint64 at byte 16 holding the length of
+    the whole plan. TensorRT itself checks it when deserializing; reading it here lets ``inspect`` and
+    ``run`` call a truncated file truncated without a GPU. Full TensorRT's header (``ptrt``/``ftrt``) is
+    not documented and not read: only a GPU run can call such a plan truncated.
+    """
+    if bytes(plan[:4]) != b"vtrt" or len(plan) < 24:
+        return None
+    (size,) = struct.unpack_from("<Q", plan, 16)
+    return int(size) if size >= _MIN_PLAN_BYTES else None
 
 
 def _ultralytics_split(data: bytes) -> tuple[dict[str, Any], bytes] | None:
@@ -83,6 +98,12 @@ def read_engine_file(path: str | os.PathLike[str]) -> EngineFile:
             f"(at least {_MIN_PLAN_BYTES}); the file is truncated or not an engine. Rebuild it with trtkit build"
         )
     flavor = flavor_from_magic(plan)
+    declared = declared_plan_size(plan)
+    if declared is not None and declared > len(plan):
+        raise ModelLoadError(
+            f"engine file {str(p)!r} is truncated: its header declares {declared} bytes of plan, the file holds "
+            f"{len(plan)}. The copy or download was cut short; copy it again or rebuild it with trtkit build"
+        )
     if flavor is None and _looks_like_text_or_onnx(plan):
         raise ModelLoadError(
             f"{str(p)!r} is not a TensorRT engine (it starts with {bytes(plan[:8])!r}, expected the "

@@ -151,23 +151,38 @@ def load_plugins(trt: ModuleType, logger: Any, plugins: Sequence[str], *, error:
             )
 
 
-def deserialize(trt: ModuleType, plan: bytes, *, plugins: Sequence[str], what: str) -> tuple[Any, Any, Any]:
-    """Return (runtime, engine, logger). Raises EngineError/BackendUnavailable quoting TensorRT's own errors."""
+def deserialize(trt: ModuleType, plan: bytes, *, plugins: Sequence[str], what: str,
+                allow_host_code: bool = False) -> tuple[Any, Any, Any]:
+    """Return (runtime, engine, logger). Raises EngineError/BackendUnavailable quoting TensorRT's own errors.
+
+    ``allow_host_code`` (``TrtFlavor.runtime_allows_host_code``, 8.6+): version-compatible plans embed
+    their lean runtime, which TensorRT only loads when the runtime allows host code (as Polygraphy does).
+    The caller checks CUDA first: a Runtime made without a usable driver segfaults when touched.
+    """
     logger = shared_logger(trt)
     logger.take()  # drop errors of earlier, unrelated calls
     runtime = trt.Runtime(logger)
+    if allow_host_code:
+        runtime.engine_host_code_allowed = True
     load_plugins(trt, logger, plugins)
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
-        raise explain_failure(logger.take(), what=what, version=str(getattr(trt, "__version__", "?")), rtx=trt.__name__ == "tensorrt_rtx")
+        raise explain_failure(logger.take(), what=what, version=str(getattr(trt, "__version__", "?")),
+                              rtx=trt.__name__ == "tensorrt_rtx", lean="lean" in trt.__name__ or "dispatch" in trt.__name__)
     return runtime, engine, logger
 
 
-def explain_failure(errors: list[str], *, what: str, version: str, rtx: bool) -> Exception:
+def explain_failure(errors: list[str], *, what: str, version: str, rtx: bool, lean: bool = False) -> Exception:
     """Turn TensorRT's logged errors into one clear trtkit error (the cause first, TensorRT's words after)."""
     text = " | ".join(errors) or "TensorRT logged no error"
     low = text.lower()
     name = "TensorRT-RTX" if rtx else "TensorRT"
+    if lean:
+        return EngineError(
+            f"{what} could not be loaded by the TensorRT lean/dispatch runtime {version}, which runs only engines "
+            f"built with --versionCompatible by TensorRT 8.6+ no newer than itself. Rebuild it with trtkit build "
+            f"--versionCompatible, or install full TensorRT. TensorRT said: {text}"
+        )
     if "compute capability" in low or "incompatible device" in low or "expecting compute" in low:
         hint = (
             "TensorRT-RTX runs on RTX (Ampere and newer GeForce/workstation) GPUs, not on data-centre GPUs such as "

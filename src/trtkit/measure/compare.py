@@ -22,6 +22,7 @@ row, not a crash (Polygraphy's default ``check_shapes=True``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -325,11 +326,18 @@ def compare(a: str, b: str, *, config: CompareConfig = CompareConfig(), inputs: 
         prepared = prepare_inputs(specs, files=config.input_files, arrays=inputs, shapes=config.shapes, seed=config.seed)
         out_a, out_b = sa.run(prepared.arrays), sb.run(prepared.arrays)
         runtimes = sa.description, sb.description
-        hints = tuple(_fresh_hint(side, src) for side, src in (("A", sa), ("B", sb)) if src.fresh)
+        hints = tuple(_fresh_hint(side, src) for side, src in (("A", sa), ("B", sb)) if src.fresh) + _engine_hints(a, b)
     rows = tuple(_row(i, pair, config) for i, pair in enumerate(_match_outputs(out_a, out_b)))
     _check_tolerance_names(config, rows)
     return CompareResult(str(a), str(b), *runtimes, rows, prepared.arrays, prepared.origins, prepared.defaulted,
                          prepared.warnings, hints)
+
+
+def _engine_hints(*paths: str) -> tuple[str, ...]:
+    """FP32 engines built with TF32 on differ from an FP32 reference by ~1e-3..1e-2: say so, and name --noTF32."""
+    from ..engine.info import tf32_hint
+
+    return tuple(h for h in (tf32_hint(str(p)) for p in paths if Path(str(p)).is_file()) if h)
 
 
 def _fresh_hint(side: str, source: Source) -> str:
