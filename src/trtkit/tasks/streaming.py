@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 
-__all__ = ["StreamOptions", "Frame", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
+__all__ = ["StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
 
 _POLL_S = 0.05  # how often a blocked stage thread checks that the stream was stopped
 
@@ -85,6 +85,15 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class BadInput:
+    """An input known to be unusable before decoding (a glob matching nothing, a video that
+    cannot be opened); the stream yields an :class:`ImageError` with ``message`` in its place."""
+
+    source: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ImageError:
     """The result in place of an image that could not be processed; the stream goes on."""
 
@@ -120,7 +129,7 @@ class Prediction:
 
 def source_name(item: Any, index: int) -> str:
     """How an input is named in results and errors: its path, a frame's own name, or ``<array N>``."""
-    if isinstance(item, Frame):
+    if isinstance(item, (Frame, BadInput)):
         return item.source
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)  # type: ignore[return-value]
@@ -404,6 +413,8 @@ class _Engine:
     def _prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
         from ._image import as_rgb
 
+        if isinstance(item, BadInput):
+            raise TaskError(item.message)
         rgb = as_rgb(item.image if isinstance(item, Frame) else item)
         feeds, meta = self.stages.prepare(rgb)
         return rgb, feeds, meta
