@@ -61,10 +61,9 @@ def _kind(path: str) -> str:
 
 def _walk_images(root: Path) -> list[str]:
     found = []
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        found.extend(os.path.join(folder, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    return found
+    for folder, _, files in os.walk(root):
+        found.extend(os.path.join(folder, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(found, key=lambda f: Path(f).parts)  # path order, as `find | sort` lists them
 
 
 def camera_target(stream: str) -> int | str:
