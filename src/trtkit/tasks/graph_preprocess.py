@@ -81,9 +81,11 @@ def letterbox_params(task: Any) -> LetterboxParams:
 
     if isinstance(task, Detector):
         c = task.config
-        return LetterboxParams(tuple(task.input_size), float(c.pad_value), c.center, (c.mean,) * 3, (c.scale,) * 3, c.bgr)
+        h, w = task.input_size
+        return LetterboxParams((int(h), int(w)), float(c.pad_value), c.center, (c.mean,) * 3, (c.scale,) * 3, c.bgr)
     if isinstance(task, FaceDetector):  # FaceDetector.preprocess: pad 0 bottom/right, (pixel - 127.5) / 128
-        return LetterboxParams(tuple(task.input_size), 0.0, False, (127.5,) * 3, (1 / 128,) * 3, False)
+        h, w = task.input_size
+        return LetterboxParams((int(h), int(w)), 0.0, False, (127.5,) * 3, (1 / 128,) * 3, False)
     raise TaskError(
         f"preprocessing in the graph supports letterbox tasks (detect, face); got {type(task).__name__}. "
         "Stream it with task.stream() instead"

@@ -60,7 +60,7 @@ def _kind(path: str) -> str:
 
 
 def _walk_images(root: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for folder, _, files in os.walk(root):
         found.extend(os.path.join(folder, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
     return sorted(found, key=lambda f: Path(f).parts)  # path order, as `find | sort` lists them

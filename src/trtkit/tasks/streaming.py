@@ -37,7 +37,7 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -177,7 +177,7 @@ class _BufferRing:
             else:
                 held = (np.empty(nbytes, np.uint8), nbytes)
             buffers[name] = held
-        mem = held[0]
+        mem: Any = held[0]
         if self._pinned:
             return mem.view(dtype, shape)  # type: ignore[no-any-return]
         return mem[:nbytes].view(dtype).reshape(shape)  # type: ignore[no-any-return]
@@ -485,7 +485,7 @@ class _Engine:
                 self._put(self.ordered, e)
 
     # -- the consumer (the caller's thread)
-    def run(self) -> Iterator[Prediction]:
+    def run(self) -> Generator[Prediction, None, None]:
         for t in self.threads:
             t.start()
         try:
@@ -516,7 +516,7 @@ class _Engine:
         self.stages.close()
 
 
-def stream_predictions(task: Any, images: Iterable[Any], *, options: StreamOptions = StreamOptions()) -> Iterator[Prediction]:
+def stream_predictions(task: Any, images: Iterable[Any], *, options: StreamOptions = StreamOptions()) -> Generator[Prediction, None, None]:
     """Run ``task`` over ``images`` (arrays, paths, :class:`Frame`s; any iterable, read lazily)
     and yield a :class:`Prediction` per input, in input order; see the module docstring.
 
