@@ -187,3 +187,14 @@ def test_one_random_input_generator():
     import trtkit.graph.onnx_io as onnx_io
 
     assert not hasattr(onnx_io, "random_inputs")  # the second generator is gone
+
+
+def test_every_module_opens_with_a_docstring():
+    missing = []
+    for info in pkgutil.walk_packages([str(PKG)], prefix="trtkit."):
+        if info.name.endswith("__main__"):
+            continue
+        origin = importlib.util.find_spec(info.name).origin
+        if not ast.get_docstring(ast.parse(Path(origin).read_text())):
+            missing.append(info.name)
+    assert not missing, missing

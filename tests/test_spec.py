@@ -41,7 +41,8 @@ def test_format_round_trip():
     "text, needle",
     [
         ("", "empty"),
-        ("1x3x224x224", "no input name"),
+        ("1x3x224x224", "gives dims '1x3x224x224' without an input name"),
+        ("=1x3", "no input name"),
         ("x:1x3,,y:2", "empty item"),
         ("x:1xax3", "not a list of non-negative integers"),
         ("x:-1x3", "not a list of non-negative integers"),
@@ -54,6 +55,48 @@ def test_format_round_trip():
 def test_parse_shapes_malformed(text, needle):
     with pytest.raises(SpecError, match=needle):
         parse_shapes(text)
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        # '=' instead of ':' is named as such, with the corrected spec
+        ("images=4x3x64x64", ["puts '=' between the input name and its dims", "images:4x3x64x64"]),
+        # commas between dims: the spec is named and rewritten with 'x', not "item '3' has no input name"
+        ("images:4,3,64,64", ["separates the dims of 'images' with commas", "images:4x3x64x64"]),
+        ("a:1x2,images:4,3,64,64", ["dims of 'images'", "images:4x3x64x64"]),
+    ],
+)
+def test_parse_shapes_names_the_real_mistake(text, needles):
+    with pytest.raises(SpecError) as info:
+        parse_shapes(text)
+    for needle in needles:
+        assert needle in str(info.value)
+    assert "item '3'" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("images:[4,3,64,64]", {"images": (4, 3, 64, 64)}),
+        ("images:[4, 3, 64, 64],im_info:[4,2]", {"images": (4, 3, 64, 64), "im_info": (4, 2)}),
+        ("input:0:[1,3]", {"input:0": (1, 3)}),
+    ],
+)
+def test_parse_shapes_reads_polygraphys_bracket_dims(text, expected):
+    assert parse_shapes(text) == expected
+
+
+def test_parse_shapes_bracket_dims_still_need_integers():
+    with pytest.raises(SpecError, match="not a list of non-negative integers"):
+        parse_shapes("images:[4,3,h,w]")
+
+
+def test_inferred_dim_names_are_shown_as_unknown():
+    """ONNX shape inference's ``unk__N`` names are internal: shown as -1 like any unnamed dynamic dim."""
+    spec = TensorSpec("score", "float32", ("batch", "unk__146", 1))
+    assert spec.display_shape() == "[batch,-1,1]"
+    assert TensorSpec("x", "float32", ("unknown", 3)).display_shape() == "[unknown,3]"
 
 
 def test_parse_axes():

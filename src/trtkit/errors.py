@@ -8,7 +8,11 @@ received, and how to fix it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Mapping
+
 __all__ = [
+    "Spelling",
     "TrtkitError",
     "ModelLoadError",
     "SpecError",
@@ -28,8 +32,41 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Spelling:
+    """One option as the Python API and the command line spell it.
+
+    The same advice reads ``cuda_graph=True`` to a Python caller and ``--cuda-graph`` on the
+    command line. An error that names options keeps both spellings (see :class:`TrtkitError`),
+    so each audience reads its own words without string patching.
+    """
+
+    python: str
+    cli: str
+
+
 class TrtkitError(Exception):
-    """Base class of every error trtkit raises on purpose."""
+    """Base class of every error trtkit raises on purpose.
+
+    ``message`` is plain text. When it names options, put a ``{key}`` placeholder where each
+    option goes and give ``spellings={key: Spelling(python, cli)}``: ``str(exc)`` reads the Python
+    spellings, ``exc.render("cli")`` the flags. Only those exact placeholders are replaced (no
+    ``str.format``), so other text in the message, braces included, needs no escaping.
+    """
+
+    def __init__(self, message: str = "", *, spellings: Mapping[str, Spelling] | None = None) -> None:
+        self.template = message
+        self.spellings = dict(spellings or {})
+        super().__init__(self.render("python"))
+
+    def render(self, audience: str = "python") -> str:
+        """The message for ``audience`` ``"python"`` or ``"cli"``."""
+        if audience not in ("python", "cli"):
+            raise ValueError(f"audience must be 'python' or 'cli', got {audience!r}")
+        text = self.template
+        for key, spelling in self.spellings.items():
+            text = text.replace("{" + key + "}", getattr(spelling, audience))
+        return text
 
 
 class ModelLoadError(TrtkitError):

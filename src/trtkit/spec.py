@@ -9,6 +9,7 @@ comma must be quoted as trtexec does: ``'a,b':1x3``.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -36,8 +37,13 @@ Shape = tuple[int, ...]
 UNNAMED = "?"
 
 
+_INFERRED_DIM = re.compile(r"unk__\d+")  # ONNX shape inference's names for dims it could not name
+
+
 def _unnamed(dim: Dim) -> bool:
-    return isinstance(dim, str) and (dim == UNNAMED or len(dim) > 24 or any(c in dim for c in "()+*/ "))
+    return isinstance(dim, str) and (
+        dim == UNNAMED or len(dim) > 24 or any(c in dim for c in "()+*/ ") or _INFERRED_DIM.fullmatch(dim) is not None
+    )
 
 
 def _dim(value: object) -> Dim:
@@ -104,8 +110,8 @@ class TensorSpec:
 # ---------------------------------------------------------------- parsing
 
 def _split_items(text: str) -> list[str]:
-    """Split on commas that are not inside single or double quotes."""
-    items, buf, quote = [], [], ""
+    """Split on commas that are not inside quotes or Polygraphy-style ``[...]`` dims."""
+    items, buf, quote, depth = [], [], "", 0
     for ch in text:
         if quote:
             buf.append(ch)
@@ -114,7 +120,10 @@ def _split_items(text: str) -> list[str]:
         elif ch in "'\"":
             quote = ch
             buf.append(ch)
-        elif ch == ",":
+        elif ch in "[]":
+            depth += 1 if ch == "[" else -1
+            buf.append(ch)
+        elif ch == "," and depth <= 0:
             items.append("".join(buf))
             buf = []
         else:
@@ -125,6 +134,11 @@ def _split_items(text: str) -> list[str]:
     return [i.strip() for i in items]
 
 
+def _is_dims(text: str) -> bool:
+    """``4x3x64x64`` or ``4``: what a shape looks like without its name."""
+    return bool(text) and all(p.strip().isdigit() for p in text.lower().split("x"))
+
+
 def _split_name(item: str, *, full: str, example: str) -> tuple[str, str]:
     """``'in:0':1x3`` or ``in:0:1x3`` -> (name, rest). The rest follows the last colon."""
     if item[:1] in "'\"":
@@ -133,14 +147,29 @@ def _split_name(item: str, *, full: str, example: str) -> tuple[str, str]:
         if not rest.startswith(":"):
             raise SpecError(f"shape spec item {item!r} in {full!r}: expected NAME:VALUE after the quoted name, e.g. {example}")
         return name, rest[1:]
-    name, sep, rest = item.rpartition(":")
+    if "[" in item and item.endswith("]"):  # Polygraphy's images:[1,3,224,224]: the name ends before the bracket
+        name, sep, rest = item[: item.index("[")].rpartition(":")
+        rest = item[item.index("[") :] if sep else rest
+    else:
+        name, sep, rest = item.rpartition(":")
+    if not sep and "=" in item:
+        left, _, right = item.partition("=")
+        if left and (_is_dims(right) or right.startswith("[")):
+            raise SpecError(
+                f"shape spec item {item!r} in {full!r} puts '=' between the input name and its dims; "
+                f"the name ends with ':' (trtexec syntax): {left}:{right}"
+            )
     if not sep or not name:
-        raise SpecError(f"shape spec item {item!r} in {full!r} has no input name; expected NAME:VALUE, e.g. {example}")
+        what = f"gives dims {item!r} without an input name" if _is_dims(item) else "has no input name"
+        raise SpecError(f"shape spec item {item!r} in {full!r} {what}; expected NAME:VALUE, e.g. {example}")
     return name, rest
 
 
 def _parse_dims(text: str, *, item: str, full: str) -> Shape:
-    parts = text.lower().split("x")
+    if text.startswith("[") and text.endswith("]"):  # Polygraphy's [1,3,224,224]: the same dims, another spelling
+        parts = text[1:-1].split(",")
+    else:
+        parts = text.lower().split("x")
     dims = []
     for p in parts:
         p = p.strip()
@@ -158,14 +187,40 @@ def _parse_dims(text: str, *, item: str, full: str) -> Shape:
     return tuple(dims)
 
 
+def _comma_dims(items: Sequence[str], index: int, *, full: str) -> SpecError | None:
+    """``images:4,3,64,64``: the comma split the dims of ``items[index - 1]``; name that mistake."""
+    if index == 0 or not _is_dims(items[index]):
+        return None
+    head, sep, first = items[index - 1].rpartition(":")
+    if not sep or not _is_dims(first):
+        return None
+    rest = []
+    for later in items[index:]:
+        if not _is_dims(later):
+            break
+        rest.append(later)
+    fixed = f"{head}:{'x'.join([first, *rest])}"
+    return SpecError(
+        f"shape spec {full!r} separates the dims of {head!r} with commas; dims are joined with 'x' and commas "
+        f"separate inputs (trtexec syntax): {fixed}"
+    )
+
+
 def parse_shapes(text: str) -> dict[str, Shape]:
-    """Parse ``name:1x3x224x224,other:1x4`` (trtexec syntax) into ``{name: shape}``."""
+    """Parse ``name:1x3x224x224,other:1x4`` (trtexec syntax) into ``{name: shape}``.
+
+    Polygraphy's spelling of the dims, ``name:[1,3,224,224]``, is read too.
+    """
     if not text or not text.strip():
         raise SpecError("shape spec is empty; expected NAME:DIMS[,NAME:DIMS...], e.g. input.1:1x3x640x640")
     shapes: dict[str, Shape] = {}
-    for item in _split_items(text.strip()):
+    items = _split_items(text.strip())
+    for index, item in enumerate(items):
         if not item:
             raise SpecError(f"shape spec {text!r} has an empty item (a stray comma?); expected NAME:DIMS[,NAME:DIMS...]")
+        mistake = _comma_dims(items, index, full=text)
+        if mistake is not None:
+            raise mistake
         name, dims = _split_name(item, full=text, example="input.1:1x3x640x640")
         if name in shapes:
             raise SpecError(f"shape spec {text!r} gives input {name!r} twice; give each input once")

@@ -11,8 +11,10 @@ from trtkit.errors import ModelLoadError, SpecError
 def test_unknown_extension_names_the_choices(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(b"\0" * 16)
-    with pytest.raises(ModelLoadError, match=r"expected one of \.onnx, \.plan, \.engine, \.trt.*--backend onnxruntime\|ort-cuda\|tensorrt"):
+    with pytest.raises(ModelLoadError, match=r"expected one of \.onnx, \.plan, \.engine, \.trt.*backend='onnxruntime\|ort-cuda\|tensorrt'") as info:
         trtkit.load(path)
+    assert "--backend" not in str(info.value)  # Python callers read the keyword; the CLI prints the flag
+    assert "choose a backend with --backend onnxruntime|ort-cuda|tensorrt" in info.value.render("cli")
 
 
 def test_missing_file(tmp_path):

@@ -56,7 +56,7 @@ def test_bad_image_among_good_ones_is_reported_and_exit_1(cli, assets, tmp_path)
 
 def test_model_task_mismatch_is_a_clean_error(cli, assets):
     r = cli("predict", "--task", "detect", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png")
-    assert_clean_error(r, "expected a YOLOv8/v11 output", "logits [batch,1000]")
+    assert_clean_error(r, "yolov8: one output [B,4+C,N]", "logits [batch,1000]")
     r = cli("predict", "--task", "face", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png")
     assert_clean_error(r, "SCRFD heads", "logits")
 

@@ -19,7 +19,7 @@ pytest.importorskip("cv2")
 @pytest.fixture(scope="module")
 def scrfd_nms(assets, tmp_path_factory):
     out = tmp_path_factory.mktemp("nms") / "scrfd_nms.onnx"
-    return add_nms(asset_model("scrfd"), out, config=AddNmsConfig(task="face", conf=0.5, iou=0.4))
+    return add_nms(asset_model("scrfd"), out, config=AddNmsConfig(task="face", conf=0.5, iou=0.4, target="onnxruntime"))
 
 
 def test_scrfd_outputs_match_the_tutorial_engine(scrfd_nms):
@@ -40,7 +40,7 @@ def test_scrfd_outputs_match_the_tutorial_engine(scrfd_nms):
 @pytest.mark.parametrize("image", ["solvay_conference_1927.jpg", "newton.png", "gauss.png"])
 def test_scrfd_in_graph_nms_equals_host_nms(scrfd_nms, assets, truth, image):
     with FaceDetector.from_path(asset_model("scrfd")) as host, FaceDetector.from_path(scrfd_nms) as graph:
-        assert graph.layout == "nms"
+        assert graph.layout.name == "efficient_nms" and host.layout.name == "scrfd"
         a, b = host(assets / "images" / image), graph(assets / "images" / image)
     assert len(a) == len(b)
     np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
@@ -54,11 +54,12 @@ def test_scrfd_in_graph_nms_equals_host_nms(scrfd_nms, assets, truth, image):
 
 
 def test_yolov8_in_graph_nms_equals_host_nms_batched(assets, tmp_path):
-    out = add_nms(asset_model("yolov8n"), tmp_path / "y8.onnx", config=AddNmsConfig(conf=0.05, iou=0.45, max_det=100))
+    out = add_nms(asset_model("yolov8n"), tmp_path / "y8.onnx",
+                  config=AddNmsConfig(conf=0.05, iou=0.45, max_det=100, target="onnxruntime"))
     images = [assets / "images" / n for n in ("astronaut.png", "fruits.jpg")]
     cfg = DetectorConfig(conf=0.05, iou=0.45, max_det=100)
     with Detector.from_path(asset_model("yolov8n"), config=cfg) as host, Detector.from_path(out, config=cfg) as graph:
-        assert graph.layout == "efficient_nms" and graph.labels == host.labels
+        assert graph.layout.name == "efficient_nms" and graph.labels == host.labels
         expected = [host(p) for p in images]
         got = graph.predict_batch(images, batch_size=2)  # dynamic batch survives the surgery
     assert any(len(r) > 1 for r in expected)
@@ -70,8 +71,10 @@ def test_yolov8_in_graph_nms_equals_host_nms_batched(assets, tmp_path):
 
 
 def test_efficient_nms_graph_is_valid_onnx(tmp_path):
-    out = add_nms(asset_model("yolov8n"), tmp_path / "trt.onnx", config=AddNmsConfig(efficient_nms=True))
+    out = add_nms(asset_model("yolov8n"), tmp_path / "trt.onnx", config=AddNmsConfig(target="tensorrt"))
     model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["trtkit.nms.kind"] == "EfficientNMS_TRT" and meta["trtkit.nms.target"] == "tensorrt"
     onnx.checker.check_model(model)  # ORT cannot run the plugin; this is the check we can do here
     (plugin,) = [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in plugin.attribute}
@@ -82,7 +85,7 @@ def test_efficient_nms_graph_is_valid_onnx(tmp_path):
 def test_bad_inputs_raise(tmp_path, assets):
     with pytest.raises(TaskError, match="EfficientNMS_TRT has no landmark output"):
         AddNmsConfig(task="face", efficient_nms=True)
-    with pytest.raises(TaskError, match=r"expected one YOLO output.*logits"):
+    with pytest.raises(TaskError, match=r"do not match a detect layout.*yolov8: one output \[B,4\+C,N\].*logits"):
         add_nms(asset_model("efficientnet_lite0"), tmp_path / "x.onnx")
     with pytest.raises(TaskError, match="SCRFD heads"):
         add_nms(asset_model("yolov8n"), tmp_path / "x.onnx", config=AddNmsConfig(task="face"))
@@ -93,7 +96,7 @@ def test_cli_add_nms_then_predict(cli, assets, tmp_path):
     out = tmp_path / "scrfd_nms.onnx"
     r = cli("add-nms", asset_model("scrfd"), "-o", out, "--task", "face")
     assert r.code == 0, r
-    assert out.exists() and "ONNX NonMaxSuppression" in r.out
+    assert out.exists() and "ONNX NonMaxSuppression" in r.out and "TensorRT-RTX cannot build" in r.out
     r = cli("predict", "--task", "face", out, assets / "images" / "newton.png", "--json")
     assert r.code == 0, r
     assert r.out.count('"score"') == 1
@@ -109,7 +112,10 @@ def test_detector_reads_onnx_nms_selected_indices_graphs(assets, tmp_path):
 
     proto = onnx.load(str(asset_model("yolov8n")))
     g = nms_graph._Graph(proto, nms_graph._opset(proto))
-    boxes, scores, _ = nms_graph._yolo_heads(g, nms_graph._specs(proto.graph), "auto")
+    from trtkit.tasks.layouts import resolve_layout
+
+    layout, binding = resolve_layout("detect", "auto", nms_graph._specs(proto.graph), None, ())
+    boxes, scores, _ = layout.graph(g, binding, None)
     best = g.reduce("ReduceMax", scores, 1, keepdims=1)
     masked = g.op("Mul", [scores, g.op("Cast", [g.op("Equal", [scores, best])], to=1)])  # argmax class, like the host
     consts = [g.const([300], np.int64), g.const([0.45], np.float32), g.const([0.25], np.float32)]
@@ -123,7 +129,7 @@ def test_detector_reads_onnx_nms_selected_indices_graphs(assets, tmp_path):
     onnx.save(proto, str(tmp_path / "onnx_nms.onnx"))
     images = [assets / "images" / n for n in ("astronaut.png", "fruits.jpg", "astronaut.png")]
     with Detector.from_path(asset_model("yolov8n")) as host, Detector.from_path(tmp_path / "onnx_nms.onnx") as graph:
-        assert graph.layout == "onnx_nms"
+        assert graph.layout.name == "onnx_nms"
         expected = [host(p) for p in images]
         got = graph.predict_batch(images, batch_size=3)
     for a, b in zip(expected, got):
@@ -133,7 +139,7 @@ def test_detector_reads_onnx_nms_selected_indices_graphs(assets, tmp_path):
 
 def test_detect_on_scrfd_heads_is_refused_and_suggests_face(cli, tmp_path):
     """SCRFD has 9 outputs; --task detect (the default) used to decode the first one and exit 0."""
-    with pytest.raises(TaskError, match=r"look like SCRFD face heads: use --task face"):
+    with pytest.raises(TaskError, match=r"look like scrfd outputs: use --task face"):
         add_nms(asset_model("scrfd"), tmp_path / "x.onnx")
     r = cli("add-nms", asset_model("scrfd"), "-o", tmp_path / "x.onnx")
     assert_clean_error(r, "--task face", "score_8")
@@ -156,12 +162,12 @@ def _as_yolov5_shaped(tmp_path):
 
 
 def test_forced_layout_must_match_the_output_shape(cli, tmp_path):
-    with pytest.raises(TaskError, match=r"--layout yolov5: expected output \[B,N,5\+C\].*output0 \[batch,22,-1\].*--layout yolov8"):
+    with pytest.raises(TaskError, match=r"--layout yolov5: expected one output \[B,N,5\+C\].*output0 \[batch,22,-1\].*--layout yolov8"):
         add_nms(asset_model("yolov8n"), tmp_path / "x.onnx", config=AddNmsConfig(layout="yolov5"))
     r = cli("add-nms", asset_model("yolov8n"), "-o", tmp_path / "x.onnx", "--layout", "yolov5")
     assert_clean_error(r, "--layout yolov5", "[B,N,5+C]", "[batch,22,-1]")
     v5 = _as_yolov5_shaped(tmp_path)
-    with pytest.raises(TaskError, match=r"--layout yolov8: expected output \[B,4\+C,N\].*\[batch,n,22\].*--layout yolov5"):
+    with pytest.raises(TaskError, match=r"--layout yolov8: expected one output \[B,4\+C,N\].*\[batch,n,22\].*--layout yolov5"):
         add_nms(v5, tmp_path / "x.onnx", config=AddNmsConfig(layout="yolov8"))
     assert not (tmp_path / "x.onnx").exists()
     assert add_nms(v5, tmp_path / "auto.onnx").exists()  # auto picks yolov5 for [B,N,22]

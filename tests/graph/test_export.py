@@ -172,3 +172,33 @@ def test_simplify_runs_onnxslim_and_keeps_parity(tmp_path):
     assert after == len(onnx.load(str(tmp_path / "slim.onnx")).graph.node) <= before
     assert not any(n.startswith("simplified") for n in plain.notes)
     assert all(e.ok for e in slim.errors) and len(slim.checks) == 2  # parity at batch 1 and batch 2
+
+
+def test_module_source_is_found_in_the_current_directory_as_python_m_does(tmp_path):
+    """The ``trtkit`` console script has its bin directory as sys.path[0], not the cwd: run main() that way."""
+    (tmp_path / "my_model.py").write_text(
+        "import torch\n\n"
+        "class Factory(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"
+    )
+    script = (
+        "import sys\n"
+        "sys.path[0] = sys.prefix + '/bin'  # what the console-script launcher sets\n"
+        "from trtkit.cli import main\n"
+        "sys.exit(main(['export', 'my_model:Factory', '-o', 'm.onnx', '--input', 'x:1x4']))\n"
+    )
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "No module named" not in proc.stderr
+    assert (tmp_path / "m.onnx").exists()
+    assert "my_model" not in sys.modules  # this process's path was not touched

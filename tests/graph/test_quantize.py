@@ -45,7 +45,7 @@ def test_qdq_model_keeps_predictions(qdq_model, assets, truth):
     import onnxruntime as ort
 
     out, report = qdq_model
-    assert report.batches == 5 and report.qdq_nodes > 50
+    assert report.batches == 4 and report.held_back == 1 and report.qdq_nodes > 50  # 5 images: one held back
     q = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for name in ("coffee.png", "baboon.jpg", "squirrel_cls.jpg"):
         logits = q.run(None, {"input": _image(assets, name)})[0][0]
@@ -164,3 +164,74 @@ def test_qdq_build_records_int8_without_flag(qdq_model, tmp_path, cli):
     assert json.loads((tmp_path / "q.plan.json").read_text())["precision"] == QDQ_INT8
     res = cli("build", qdq_model[0], "-o", out, "--int8", *fast)  # the same engine: served from the cache
     assert res.code == 0 and "cached" in res.out, res
+
+
+# ------------------------------------------------- methods and the accuracy check
+
+
+def _activation_scales(path):
+    """{tensor: scale} of every QuantizeLinear whose input is an activation (not a weight initializer)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
+def test_each_method_calibrates_differently(calib_dir, tmp_path):
+    """Before, --method entropy wrote a file byte-identical to minmax (ORT's 128-bin default left the KL
+    search a single candidate: the full range). Entropy and percentile clip ranges, never widen them."""
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        out = tmp_path / f"{method}.onnx"
+        cfg = QuantizeConfig(calib=str(calib_dir), mean=MEAN, std=STD, method=method, max_samples=2, holdout=0)
+        report = quantize(asset_model("efficientnet_lite0"), out, config=cfg)
+        assert report.method == method and method in report.summary()
+        scales[method] = _activation_scales(out)
+    assert len(scales["minmax"]) > 50 and scales["minmax"].keys() == scales["entropy"].keys() == scales["percentile"].keys()
+    for method in ("entropy", "percentile"):
+        smaller = [t for t in scales["minmax"] if scales[method][t] < scales["minmax"][t] * (1 - 1e-6)]
+        wider = [t for t in scales["minmax"] if scales[method][t] > scales["minmax"][t] * (1 + 1e-6)]
+        assert not wider, (method, wider[:5])
+        assert len(smaller) >= 10, (method, len(smaller))
+    assert scales["entropy"] != scales["percentile"]
+
+
+def test_report_measures_accuracy_on_held_back_samples(qdq_model):
+    _, report = qdq_model
+    [logits] = report.accuracy
+    assert logits.name == "logits" and logits.shape == (1, 1000) and logits.samples == 1
+    assert logits.top1 in (0, 1) and logits.top5 in (0, 1) and logits.top5 >= logits.top1
+    assert 0 < logits.rel_l2 < 1 and 0 < logits.mean_abs <= logits.max_abs
+    text = report.summary()
+    assert "accuracy vs the FP32 model on 1 held-back batch(es), not used to calibrate" in text
+    assert f"top-1 agrees on {logits.top1}/1" in text
+    assert ("warning: top-1 of 'logits' changed on 1 of 1" in text) == (logits.top1 == 0)
+
+
+def test_held_back_samples_do_not_calibrate(calib_dir, tmp_path):
+    """5 images hold back one (the first, evenly spread); calibrating on the other 4 alone gives the same model."""
+    auto = quantize(asset_model("efficientnet_lite0"), tmp_path / "auto.onnx",
+                    config=QuantizeConfig(calib=str(calib_dir), mean=MEAN, std=STD))
+    rest = tmp_path / "rest"
+    rest.mkdir()
+    for image in sorted(calib_dir.iterdir())[1:]:
+        shutil.copy(image, rest / image.name)
+    explicit = quantize(asset_model("efficientnet_lite0"), tmp_path / "rest.onnx",
+                        config=QuantizeConfig(calib=str(rest), mean=MEAN, std=STD, holdout=0))
+    assert (auto.batches, auto.held_back, explicit.batches, explicit.held_back) == (4, 1, 4, 0)
+    assert _activation_scales(tmp_path / "auto.onnx") == _activation_scales(tmp_path / "rest.onnx")
+    assert "no calibration sample was held back, so accuracy was not measured" in explicit.summary()
+
+
+def test_cli_reports_accuracy_and_refuses_holding_back_everything(calib_dir, tmp_path, cli):
+    res = cli("quantize", asset_model("efficientnet_lite0"), "--calib", calib_dir, "--mean", ",".join(map(str, MEAN)),
+              "--std", ",".join(map(str, STD)), "--holdout", "2", "-o", tmp_path / "q.onnx")
+    assert res.code == 0, res
+    assert "calibrated with minmax (each activation's min/max) on 3 batch(es)" in res.out
+    assert "on 2 held-back batch(es)" in res.out and "logits [1x1000]: max abs" in res.out
+    assert_clean_error(cli("quantize", asset_model("efficientnet_lite0"), "--calib", calib_dir, "--holdout", "5",
+                           "-o", tmp_path / "o.onnx"), "leaves none to calibrate", "--holdout 4 at most")
+    assert not (tmp_path / "o.onnx").exists()

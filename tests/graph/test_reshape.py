@@ -39,7 +39,8 @@ def test_efficientnet_static_batch_4_then_dynamic_again(cli, tmp_path):
     report = reshape(static, dynamic, config=ReshapeConfig(dynamic_batch=True))
     assert _dims(dynamic) == [["batch", 3, 224, 224]]
     assert _dims(dynamic, "output") == [["batch", 1000]]
-    assert any("each half" in c for c in report.checks)
+    assert any("first half of the batch vs the original run alone" in c for c in report.checks)
+    assert any("second half of the batch vs the original run alone" in c for c in report.checks)
     y = np.random.default_rng(2).standard_normal((3, 3, 224, 224)).astype(np.float32)
     np.testing.assert_allclose(_run(dynamic, {"input": y})[0], _run(src, {"input": y})[0], atol=1e-4, rtol=1e-3)
 
@@ -128,7 +129,7 @@ def test_cli_bad_input(cli, tmp_path):
     assert_clean_error(cli("reshape", src, "-o", out, "--shapes", "xx:1x3x48x192"), "'x'", "Did you mean 'x'?")
     assert_clean_error(cli("reshape", src, "-o", out, "--shapes", "x:1x3x48"), "rank")
     assert_clean_error(cli("reshape", src, "-o", out, "--shapes", "x:1x4x48x192"), "static 3")
-    assert_clean_error(cli("reshape", src, "-o", out, "--shapes", "x=1x3x48x192"), "no input name")
+    assert_clean_error(cli("reshape", src, "-o", out, "--shapes", "x=1x3x48x192"), "puts '=' between", "x:1x3x48x192")
     assert_clean_error(cli("reshape", src, "-o", out, "--shapes", "x:1x3", "--dynamic-batch"), "conflicts")
     assert_clean_error(cli("reshape", src, "-o", out, "--dynamic", "nope:0"), "'nope'", "'x'")
     missing_dir = tmp_path / "no" / "such" / "o.onnx"
@@ -207,3 +208,30 @@ def test_onnxruntime_log_lines_do_not_leak(cli, tmp_path):
     result = cli("reshape", model, "-o", tmp_path / "o.onnx", "--dynamic", "images:0", "--dynamic", "images:1")
     assert_clean_error(result, "reshaped model fails in ONNX Runtime", "Conv")
     assert "[E:onnxruntime" not in result.err and result.err.startswith("error:"), result  # ORT's own log line
+
+
+def test_engine_is_named_as_an_engine_not_a_corrupt_onnx(cli, tmp_path):
+    """A real TensorRT-RTX engine, by suffix and (renamed) by its header."""
+    pytest.importorskip("tensorrt_rtx")
+    src = save_two_inputs(tmp_path / "two.onnx")
+    plan = tmp_path / "two.plan"
+    built = cli("build", src, "-o", plan, "--shapes", "images.0:1x3x8x8,scale:0:1x1", "--backend", "tensorrt-rtx")
+    assert built.code == 0, built
+    renamed = tmp_path / "two.bin"
+    renamed.write_bytes(plan.read_bytes())
+    for engine in (plan, renamed):
+        result = cli("reshape", engine, "-o", tmp_path / "out.onnx", "--dynamic-batch")
+        assert_clean_error(result, "is a TensorRT engine, not an ONNX model", "reshape works on ONNX", "trtkit build")
+        assert "truncated or corrupt" not in result.err
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_freed_spatial_axes_show_no_internal_dim_names(cli, tmp_path):
+    """Outputs whose size follows from a freed height/width: shape inference names them unk__N; shown as -1."""
+    result = cli("reshape", asset_model("scrfd"), "-o", tmp_path / "s.onnx", "--dynamic", "input.1:0,2,3")
+    assert result.code == 0, result
+    assert "unk__" not in result.out
+    assert "output score_8: [batch,-1,1]" in result.out
+    assert "(-1: a dynamic size that follows from the dynamic input dims)" in result.out
+    assert "first half of the batch vs the original run alone at input.1:1x3x640x640" in result.out
+    assert "second half of the batch vs the original run alone at input.1:1x3x640x640" in result.out

@@ -254,3 +254,11 @@ def test_negative_tolerance_is_refused(cli, affine_pair):
     with pytest.raises(SpecError, match=r"atol=-1.0 must be a number >= 0"):
         CompareConfig(atol=-1.0)
     assert_clean_error(cli("compare", *affine_pair, "--rtol", "-1"), "rtol=-1.0 must be a number >= 0")
+
+
+def test_library_and_cli_compare_share_the_as_written_default():
+    """The design review found cli/compare with fuse=False but trtkit.compare() fusing: one default now."""
+    from trtkit.measure.compare import AS_WRITTEN, CompareConfig
+
+    assert AS_WRITTEN.fuse is False
+    assert CompareConfig().a.runtime.fuse is False and CompareConfig().b.runtime.fuse is False

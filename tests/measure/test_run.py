@@ -97,6 +97,15 @@ def test_missing_input_file(cli, tmp_path):
     assert_clean_error(res, "nope.npy", "does not exist")
 
 
+def test_trtexec_name_colon_file_is_pointed_at_name_equals_file(cli, tmp_path):
+    """trtexec's --loadInputs=x:a.npy spelling: not "file 'x:a.npy' does not exist" but the trtkit form."""
+    model = tiny_onnx.affine(tmp_path / "affine.onnx")
+    np.save(tmp_path / "a.npy", np.zeros((1, 4), np.float32))
+    res = cli("run", model, "--input", "x:a.npy", cwd=tmp_path)
+    assert_clean_error(res, "NAME:FILE is trtexec's --loadInputs spelling", "--input x=a.npy")
+    assert cli("run", model, "--input", "x=a.npy", cwd=tmp_path).code == 0
+
+
 def test_corrupt_input_file(cli, tmp_path):
     model = tiny_onnx.affine(tmp_path / "affine.onnx")
     (tmp_path / "bad.npy").write_text("not numpy")

@@ -33,7 +33,9 @@ def test_onnx_native_config(tmp_path):
     assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 8
     assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("input", mc.TYPE_FP32, [3, 224, 224])]
     assert [(o.name, list(o.dims)) for o in cfg.output] == [("logits", [1000])]
-    assert list(cfg.dynamic_batching.preferred_batch_size) == [8]
+    # ONNX has no profiles, so no preferred sizes: Triton batches what queued instead of holding requests
+    assert cfg.HasField("dynamic_batching") and list(cfg.dynamic_batching.preferred_batch_size) == []
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 100
     assert cfg.model_warmup[0].inputs["input"].dims == [3, 224, 224]
     assert (tmp_path / "repo/efficientnet_lite0/1/model.onnx").stat().st_size == asset_model("efficientnet_lite0").stat().st_size
     assert report.entry == ("efficientnet_lite0",)
@@ -128,6 +130,18 @@ def test_task_ensemble_layout(tmp_path):
     step = json.loads((tmp_path / "repo/det_post/1/trtkit_step.json").read_text())
     assert step["task"] == "detect" and step["options"] == {"conf": 0.3}
     assert "trtkit.serve.steps import TaskPostprocess" in (tmp_path / "repo/det_post/1/model.py").read_text()
+
+
+def test_python_backend_threads_reach_the_step_and_zero_delay_keeps_batching(tmp_path):
+    write_repository([asset_model("efficientnet_lite0")], tmp_path / "repo",
+                     options=TritonOptions(name="eff", backend="python", threads=1, max_queue_delay_us=0))
+    step = json.loads((tmp_path / "repo/eff/1/trtkit_step.json").read_text())
+    assert step["runtime"] == {"device": "cpu", "threads": 1}
+    assert _config(tmp_path / "repo", "eff").HasField("dynamic_batching")  # present although every field is default
+    with pytest.raises(SpecError, match="--threads applies to --backend python"):
+        TritonOptions(threads=2)
+    with pytest.raises(SpecError, match="--threads must be >= 1, got 0"):
+        TritonOptions(backend="python", threads=0)
 
 
 def test_task_model_mismatch_is_refused_before_writing(tmp_path):

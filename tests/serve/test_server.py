@@ -127,12 +127,16 @@ def test_bad_requests_are_answered_and_the_server_keeps_serving(server, protocol
         ({"image": np.frombuffer(b"not an image at all", np.uint8)}, {"image": "UINT8"}, "detect",
          "cannot be decoded as an image"),
         ({"image": np.zeros(0, np.uint8)}, {"image": "UINT8"}, "classify", "empty"),
+        # Triton's convention for encoded images is BYTES [1]; trtkit's ensembles take UINT8 [N] (BYTES cannot
+        # cross the Python-backend stub under NumPy 2). Triton refuses it before any stub sees it.
+        ({"image": np.array([b"\x89PNG..."], dtype=object)}, {"image": "BYTES"}, "classify",
+         "data-type is 'BYTES', but model 'classify' expects 'UINT8'"),
     ]
     for feeds, dtypes, model, needle in cases:
         with pytest.raises(InferenceServerException) as err:
             _infer(module, client, model, feeds, dtypes)
         assert needle.replace(" ", "") in str(err.value).replace(" ", ""), str(err.value)
-    assert client.is_server_live() and client.is_model_ready("eff") and client.is_model_ready("detect")
+    assert client.is_server_live() and all(client.is_model_ready(m) for m in ("eff", "detect", "classify", "classify_pre"))
     assert _infer(module, client, "eff", {"input": x}, {"input": "FP32"}).as_numpy("logits").shape == (1, 1000)
 
 
@@ -182,3 +186,4 @@ def test_cli_serve_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
     assert code == 0, proc.stderr.read()
     assert "stopped Triton" in proc.stderr.read()
     assert not Path(f"/proc/{pid}").exists()  # the tritonserver process is gone
+

@@ -90,3 +90,24 @@ def test_top_k_errors_name_the_flag_and_are_not_clamped(assets):
         Classifier.from_path(asset_model("efficientnet_lite0"), config=ClassifierConfig(top_k=5000))
     with Classifier.from_path(asset_model("efficientnet_lite0"), config=ClassifierConfig(top_k=1000)) as task:
         assert len(task(assets / "images" / "coffee.png").class_ids) == 1000
+
+
+def test_presets_and_overrides(assets, cli):
+    from trtkit.tasks.preprocess import CLASSIFY_PRESETS, Preprocess
+
+    assert {"imagenet", "inception", "caffe", "unit", "raw"} <= set(CLASSIFY_PRESETS)
+    image = assets / "images" / "coffee.png"
+    with Classifier.from_path(asset_model("efficientnet_lite0")) as task:
+        assert "preset imagenet" in task.describe() and task(image).top1 == 967
+    caffe = ClassifierConfig(preset="caffe")
+    assert caffe.preprocessing.bgr and caffe.preprocessing.mean == (103.939, 116.779, 123.68)
+    with Classifier.from_path(asset_model("efficientnet_lite0"), config=ClassifierConfig(preset="raw")) as task:
+        assert task(image).top1 != 967  # the wrong preset really changes what the model sees
+    over = ClassifierConfig(preprocess=Preprocess(bgr=True))
+    assert over.preprocessing.bgr and over.preprocessing.scale == CLASSIFY_PRESETS["imagenet"].scale
+    with pytest.raises(TaskError, match="does not pad"):
+        ClassifierConfig(preprocess=Preprocess(pad="corner"))
+    r = cli("predict", "--task", "classify", asset_model("efficientnet_lite0"), image, "--preset", "inception", "--json")
+    assert r.code == 0 and "preset inception" in r.err, r
+    r = cli("predict", "--task", "classify", asset_model("efficientnet_lite0"), image, "--pad", "corner")
+    assert r.code == 1 and "--pad do(es) not apply to --task classify" in r.err, r

@@ -65,7 +65,7 @@ def test_input_size_conflict_with_static_model(assets):
 def test_config_validation():
     with pytest.raises(TaskError, match="layout"):
         DetectorConfig(layout="yolov99")
-    with pytest.raises(TaskError, match="conf and iou"):
+    with pytest.raises(TaskError, match=r"conf \(--conf\) must be in \[0, 1\]"):
         DetectorConfig(conf=2.0)
 
 
@@ -75,7 +75,7 @@ def test_input_size_must_be_32_plus_and_a_stride_multiple(assets):
     with pytest.raises(TaskError, match=r"\(--imgsz\) must be a multiple of the model's stride 32, got 333x333; use --imgsz 320 or 352"):
         Detector.from_path(asset_model("yolov8n"), config=DetectorConfig(input_size=(333, 333)))
     with Detector.from_path(asset_model("yolov8n"), config=DetectorConfig(input_size=(352, 352))) as task:
-        assert task.input_size == (352, 352) and task.stride == 32
+        assert task.input_size == (352, 352) and task.preprocessing.stride == 32
         assert len(task(assets / "images" / "astronaut.png")) >= 1
 
 

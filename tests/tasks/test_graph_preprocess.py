@@ -10,7 +10,8 @@ from onnx import TensorProto, helper
 
 from trtkit.backends import load
 from trtkit.errors import TaskError
-from trtkit.tasks._image import letterbox, read_image, to_tensor
+from trtkit.tasks._image import letterbox, read_image
+from trtkit.tasks.preprocess import Preprocess
 from trtkit.tasks.classification import Classifier
 from trtkit.tasks.detection import Detector, DetectorConfig
 from trtkit.tasks.face import FaceDetector
@@ -45,7 +46,7 @@ def test_baked_tensor_matches_cv2_letterbox_within_one_grey_level(images, tmp_pa
         out = backend.infer(feeds)["out"]
     for img, got, (_, info) in zip(images, out, prepared):
         boxed, ref_info = letterbox(img, size, pad_value=114, center=center)
-        ref = to_tensor(boxed[..., ::-1] if bgr else boxed)[0]
+        ref = Preprocess(scale=1.0, mean=0.0, std=1.0, bgr=bgr).to_tensor(boxed)[0]
         assert info == ref_info
         diff = np.abs(got - ref)
         # cv2 rounds its result to uint8 (|error| <= 0.5, mean 0.25); the graph keeps float32

@@ -124,9 +124,15 @@ def test_result_json_rows_and_drawing(result_no_cls, image):
     assert len(rows) == 13 and all(len(row) == len(OcrResult.columns) for row in rows)
     before = image.copy()
     drawn = result_no_cls.draw(image)
-    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    h, w = image.shape[:2]
+    # the page keeps its pixels apart from the numbered boxes; the text goes to a side panel on the right
+    assert drawn.shape[0] >= h and drawn.shape[1] == w + max(w, 320) and drawn.dtype == np.uint8
     assert (image == before).all(), "draw() modified its input"
-    assert (drawn != image).any()
+    assert (drawn[:h, :w] != image).any()
+    chips = drawn[:, w + 4 : w + 8]  # the numbered chip column of the side panel: one chip per line, apart
+    inked_rows = np.flatnonzero((chips < 250).any(axis=(1, 2)))
+    bands = np.split(inked_rows, np.flatnonzero(np.diff(inked_rows) > 1) + 1)
+    assert len(bands) == 13, "one separate entry per recognised line (no two overlap)"
 
 
 def test_blank_image_gives_empty_result(models):

@@ -7,7 +7,8 @@ import pytest
 
 from trtkit.errors import TaskError
 from trtkit.tasks import _image as image_ops
-from trtkit.tasks._image import as_rgb, letterbox, nms, read_image, scale_boxes, scale_points, to_tensor
+from trtkit.tasks._image import as_rgb, letterbox, nms, read_image, scale_boxes, scale_points
+from trtkit.tasks.preprocess import CLASSIFY_PRESETS, Preprocess
 
 cv2 = pytest.importorskip("cv2")
 Image = pytest.importorskip("PIL.Image")
@@ -93,9 +94,30 @@ def test_letterbox_maps_back(center):
 
 def test_to_tensor_normalizes_per_channel():
     img = np.full((2, 3, 3), [10, 20, 30], np.uint8)
-    t = to_tensor(img, mean=(10, 10, 10), std=(2, 5, 10))
+    t = Preprocess(scale=1.0, mean=10, std=(2, 5, 10), bgr=False).to_tensor(img)
     assert t.shape == (1, 3, 2, 3) and t.dtype == np.float32 and t.flags.c_contiguous
     assert t[0, :, 0, 0].tolist() == [0.0, 2.0, 2.0]
+    # BGR swaps the channels first; mean/std then apply per channel of the tensor (B, G, R)
+    t = Preprocess(scale=0.5, mean=(1, 2, 3), std=1, bgr=True).to_tensor(img)
+    assert t[0, :, 0, 0].tolist() == [15 - 1, 10 - 2, 5 - 3]
+
+
+def test_preprocess_overrides_take_precedence_and_describe_themselves():
+    layout = Preprocess(scale=1 / 255, mean=0, std=1, bgr=False, pad="center", pad_value=114, stride=32)
+    user = Preprocess(scale=1.0, bgr=True)
+    merged = user.over(layout)
+    assert (merged.scale, merged.bgr, merged.pad, merged.pad_value) == (1.0, True, "center", 114)
+    assert user.given() == ("scale", "bgr")
+    assert merged.describe() == "BGR, (pixel*1 - 0) / 1, pad center 114, stride 32"
+    assert layout.describe().startswith("RGB, (pixel*1/255 - 0) / 1")
+    assert merged.flags(relative_to=layout) == "--scale 1 --bgr"
+    imagenet = CLASSIFY_PRESETS["imagenet"]
+    np.testing.assert_allclose(imagenet.to_tensor(np.full((1, 1, 3), 255, np.uint8))[0, :, 0, 0],
+                               [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
+    with pytest.raises(TaskError, match=r"--std"):
+        Preprocess(std=(1, 0, 1))
+    with pytest.raises(TaskError, match=r"--pad"):
+        Preprocess(pad="left")
 
 
 def _random_boxes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

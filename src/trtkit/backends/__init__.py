@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError, SpecError
+from ..errors import ModelLoadError, SpecError, Spelling
 from ..spec import RuntimeConfig
 from .base import Backend, BackendBase, normalize_feeds
 
@@ -86,10 +86,11 @@ def backend_for_path(path: Path) -> BackendEntry:
         if suffix in entry.suffixes:
             return entry
     known = ", ".join(s for e in BACKENDS.values() for s in e.suffixes)
+    names = "|".join(BACKENDS)
     raise ModelLoadError(
         f"cannot tell which backend runs {str(path)!r} from its extension {suffix or '(none)'!r}: expected one of "
-        f"{known}. Rename the file, or choose a backend: --backend {'|'.join(BACKENDS)} on the command line, "
-        "backend= in Python"
+        f"{known}. Give a model file, rename it, or choose a backend with {{backend}}",
+        spellings={"backend": Spelling(python=f"backend='{names}'", cli=f"--backend {names}")},
     )
 
 

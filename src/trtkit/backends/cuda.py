@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .._optional import require
-from ..errors import BackendUnavailable, ClosedError, CudaError
+from ..errors import BackendUnavailable, ClosedError, CudaError, Spelling
 
 __all__ = [
     "runtime",
@@ -99,7 +99,8 @@ def check(result: Any, what: str) -> Any:
             raise BackendUnavailable(
                 f"CUDA is not usable here: {what} failed with {name} ({text}). "
                 "Check that an NVIDIA GPU is present and its driver is installed and new enough "
-                "(nvidia-smi), or run on the CPU with device='cpu'"
+                "(nvidia-smi), or run on the CPU with {cpu}",
+                spellings={"cpu": Spelling(python="device='cpu' (backend='onnxruntime')", cli="--backend onnxruntime")},
             )
         raise CudaError(f"{what} failed with {name} ({text})")
     if not rest:

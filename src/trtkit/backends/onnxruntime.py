@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..errors import BackendUnavailable, ModelLoadError, ShapeError, SpecError
+from ..errors import BackendUnavailable, ModelLoadError, ShapeError, SpecError, Spelling
 from ..graph.fusion import FusionReport, fuse_file
 from ..spec import RuntimeConfig, TensorSpec
 from .base import BackendBase, Feeds, normalize_feeds
@@ -79,19 +79,22 @@ def open_onnxruntime(path: str | os.PathLike[str], *, config: RuntimeConfig) -> 
 
 def _reject_unsupported(config: RuntimeConfig) -> None:
     """Options this class cannot honour raise instead of being ignored."""
-    unsupported = []
-    if config.plugins:
-        unsupported.append(f"plugins {list(config.plugins)} (TensorRT plugin libraries)")
-    if config.cuda_graph:
-        unsupported.append("cuda_graph=True")
-    if config.contexts != 1:
-        unsupported.append(f"contexts={config.contexts}")
-    if config.outputs_on_device:
-        unsupported.append("outputs_on_device=True")
-    if unsupported:
+    unsupported = {
+        "plugins": Spelling(python=f"plugins={list(config.plugins)}", cli=f"--plugins {' '.join(config.plugins)}")
+        if config.plugins else None,
+        "cuda_graph": Spelling(python="cuda_graph=True", cli="--cuda-graph") if config.cuda_graph else None,
+        "contexts": Spelling(python=f"contexts={config.contexts}", cli=f"--streams {config.contexts}")
+        if config.contexts != 1 else None,
+        "outputs_on_device": Spelling(python="outputs_on_device=True", cli="outputs kept on the GPU")
+        if config.outputs_on_device else None,
+    }
+    given = {k: v for k, v in unsupported.items() if v is not None}
+    if given:
         raise SpecError(
-            f"the ONNX Runtime backend ({config.device}) does not support {', '.join(unsupported)}; "
-            "drop these options, or run a TensorRT engine (backend='tensorrt') where they apply"
+            f"the ONNX Runtime backend ({config.device}) does not support "
+            + ", ".join(f"{{{k}}}" for k in given)
+            + "; drop these options, or run a TensorRT engine ({tensorrt}) where they apply",
+            spellings={**given, "tensorrt": Spelling(python="backend='tensorrt'", cli="--backend tensorrt")},
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import cuda
-from ..errors import DTypeError, SpecError
+from ..errors import DTypeError, SpecError, Spelling
 from ..spec import RuntimeConfig
 from ._device_io import IoSlot, PipelinedBackend, SlotPool, StageTimer
 from .base import Feeds, normalize_feeds
@@ -81,10 +81,16 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
 
     def __init__(self, path: str | os.PathLike[str], *, config: RuntimeConfig) -> None:
         if config.cuda_graph or config.plugins:
+            options = {
+                "cuda_graph": Spelling(python="cuda_graph=True", cli="--cuda-graph") if config.cuda_graph else None,
+                "plugins": Spelling(python=f"plugins={list(config.plugins)}", cli=f"--plugins {' '.join(config.plugins)}")
+                if config.plugins else None,
+            }
+            given = {k: v for k, v in options.items() if v is not None}
             raise SpecError(
-                "the ONNX Runtime CUDA backend does not support "
-                + ", ".join(x for x, on in (("cuda_graph=True", config.cuda_graph), (f"plugins {list(config.plugins)}", bool(config.plugins))) if on)
-                + "; drop them, or build a TensorRT engine where they apply"
+                "the ONNX Runtime CUDA backend does not support " + ", ".join(f"{{{k}}}" for k in given)
+                + "; drop them, or build a TensorRT engine where they apply",
+                spellings=given,
             )
         cuda.ensure_device(config.device_id)
         self._compute = cuda.Stream(device_id=config.device_id)  # before the session: _providers() names it

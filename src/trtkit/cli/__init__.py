@@ -9,6 +9,7 @@ any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -81,11 +82,38 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:  # argparse keeps the subparsers only here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]  # type: ignore[no-any-return]
+    return None
+
+
+def closest_flag(arg: str, parser: argparse.ArgumentParser) -> str | None:
+    """The option of ``parser`` nearest to an unknown ``--flag[=value]``, or None."""
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _reject_unknown(parser: argparse.ArgumentParser, command: str | None, extras: Sequence[str]) -> None:
+    """argparse reports a subcommand's unknown flag with the top-level usage and no hint: use the
+    command's own usage (its flags are what the user mistyped) and name the closest flag."""
+    sub = _command_parser(parser, command) or parser
+    near = {arg: closest_flag(arg, sub) for arg in extras if arg.startswith("-")}
+    hints = [f"did you mean {flag}{f' (for {arg})' if len(extras) > 1 else ''}?" for arg, flag in near.items() if flag]
+    noun = "argument" if len(extras) == 1 else "arguments"
+    fix = " ".join(hints) or (f"see trtkit {command} --help" if command else "see trtkit --help")
+    sub.error(f"unrecognized {noun}: {' '.join(extras)}; {fix}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(first if first in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _reject_unknown(parser, getattr(args, "command", None), extras)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
@@ -96,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except TrtkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.render('cli')}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: stop quietly, as Unix tools do.

@@ -1,25 +1,33 @@
-"""``trtkit bench``: latency and throughput with trtexec's definitions, batch sweeps and fair comparisons.
+"""trtkit bench: latency and throughput with trtexec's definitions, batch sweeps and fair comparisons.
 
-Runs to compare come from ``MODEL``, ``--compare MODEL[@BACKEND] ...`` and
-repeated ``--backend``: every model without ``@BACKEND`` runs on every
-``--backend`` given (default: auto). The first run is the baseline of ratios.
+Runs to compare come from MODEL, --compare MODEL[@BACKEND] ... and repeated
+--backend: every model without @BACKEND runs on every --backend given
+(default: auto). The first run that starts is the baseline of ratios; a run
+that cannot start on this machine (backend not installed, no usable GPU, an
+engine built elsewhere) is skipped with its reason and the others still run.
+
+Each batch size prints as soon as it is measured; on a terminal a progress
+line shows the warm-up and the measurement. Ctrl-C stops, keeps the rows
+already printed, and exits 130 (no --json or --plot is written then).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ..atomic import check_output_path
 from ..backends import backend_choices
-from ..errors import BenchError
+from ..errors import BenchError, TrtkitError
 from ._args import OnceAction, add_fuse_arg, runtime_from_args, shapes_from_args
 
 if TYPE_CHECKING:
-    from ..measure.bench import BenchTarget
+    from ..measure.bench import BenchProgress, BenchResult, BenchTarget
 
 
 
@@ -56,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..measure.bench import BenchConfig, benchmark_models
-    from ..measure.report import format_text, write_json, write_plot
+    from ..measure.bench import BenchConfig, BenchHooks, BenchInterrupted, benchmark_models
+    from ..measure.report import write_json, write_plot
 
     config = BenchConfig(
         shapes=shapes_from_args(args),
@@ -79,8 +87,17 @@ def run(args: argparse.Namespace) -> int:
         from .._optional import require
 
         require("matplotlib", purpose="bench --plot")
-    results = benchmark_models(targets_from_args(args), config=config)
-    print(format_text(results))
+    printer = _Printer(progress=sys.stderr.isatty())
+    hooks = BenchHooks(started=printer.started, batch_done=printer.batch_done, progress=printer.progress,
+                       skipped=printer.skipped)
+    try:
+        results = benchmark_models(targets_from_args(args), config=config, hooks=hooks)
+    except BenchInterrupted as stop:
+        printer.interrupted(stop.results, wanted=max(len(config.batches), 1))
+        return 130
+    finally:
+        printer.clear()
+    printer.finished(results)
     if args.json:
         write_json(results, path=args.json)
         print(f"wrote {args.json}")
@@ -88,6 +105,72 @@ def run(args: argparse.Namespace) -> int:
         write_plot(results, path=args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+class _Printer:
+    """Prints the report as the benchmark runs: the head once the runs are open, each sweep point as it
+    finishes, and (on a terminal) a progress line on stderr that each printed line replaces."""
+
+    def __init__(self, *, progress: bool) -> None:
+        self.show_progress = progress
+        self.line_shown = False
+        self.skips: list[str] = []
+
+    def clear(self) -> None:
+        if self.line_shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.line_shown = False
+
+    def emit(self, text: str) -> None:
+        self.clear()
+        if text:
+            print(text, flush=True)
+
+    def skipped(self, label: str, error: TrtkitError) -> None:
+        self.clear()
+        message = f"skipped {label}: {error.render('cli')}"
+        self.skips.append(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def started(self, runs: Sequence[BenchResult]) -> None:
+        from ..measure.report import format_head
+
+        if self.skips:
+            rest = f"ratios are to {runs[0].label}" if len(runs) > 1 else f"only {runs[0].label} runs"
+            print(f"note: {len(self.skips)} run(s) skipped (see the warnings above); {rest}", file=sys.stderr)
+        self.emit(format_head(runs))
+
+    def batch_done(self, runs: Sequence[BenchResult]) -> None:
+        from ..measure.report import format_batch
+
+        self.emit(format_batch(runs, len(runs[0].results) - 1))
+
+    def progress(self, p: BenchProgress) -> None:
+        if not self.show_progress:
+            return
+        where = f"batch {p.batch} ({p.point + 1}/{p.points})" if p.batch is not None and p.points > 1 else ""
+        what = (f"warm-up {p.elapsed_s:.1f}/{p.target_s:.1f} s" if p.phase == "warm-up"
+                else f"measuring {p.elapsed_s:.1f}/{p.target_s:.1f} s, {p.iterations} iterations")
+        text = " ".join(x for x in ("bench:", where, p.label, what) if x)
+        sys.stderr.write("\r\033[K" + text[: shutil.get_terminal_size().columns - 1])
+        sys.stderr.flush()
+        self.line_shown = True
+
+    def finished(self, runs: Sequence[BenchResult]) -> None:
+        from ..measure.report import format_tail
+
+        self.emit(format_tail(runs))
+        for message in self.skips:  # repeated at the end, where the figures are read
+            print(f"warning: {message}", file=sys.stderr)
+
+    def interrupted(self, runs: Sequence[BenchResult], *, wanted: int) -> None:
+        from ..measure.report import format_tail
+
+        done = len(runs[0].results) if runs else 0
+        self.emit(format_tail(runs) if done else "")
+        print(f"error: interrupted; kept the {done} of {wanted} batch size(s) that finished (printed above); "
+              "no --json or --plot was written", file=sys.stderr)
 
 
 def parse_batches(text: str) -> tuple[int, ...]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from ..measure.compare import CompareConfig, compare, parse_tolerances
+from ..measure.compare import AS_WRITTEN, CompareConfig, compare, parse_tolerances
 from ..backends import backend_choices
 from ..measure.run import SourceConfig
-from ..spec import RuntimeConfig
 from ._args import add_shape_args, print_input_notes, shapes_from_args
 
 
@@ -46,8 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     atol, output_atol = parse_tolerances(args.atol, flag="--atol")
     rtol, output_rtol = parse_tolerances(args.rtol, flag="--rtol")
-    # compare checks the graphs as written: trtkit's ONNX Runtime fusions (exact up to rounding) stay off
-    runtime = RuntimeConfig(threads=args.threads, fuse=False)
+    runtime = dataclasses.replace(AS_WRITTEN, threads=args.threads)  # the library's default: graphs as written
     config = CompareConfig(
         a=SourceConfig(backend=args.backend_a, weights=args.weights_a, runtime=runtime),
         b=SourceConfig(backend=args.backend_b, weights=args.weights_b, runtime=runtime),

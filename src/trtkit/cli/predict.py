@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import SpecError, TrtkitError
 from ._args import add_runtime_args, runtime_from_args
+from ._task_args import add_task_args, task_config_fields
 
 TASK_CHOICES = ("classify", "detect", "face", "ocr")
 
@@ -53,6 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rec", metavar="MODEL", help="ocr: text recognition model")
     p.add_argument("--cls", metavar="MODEL", help="ocr: optional text direction classifier model")
     p.add_argument("--rec-chars", metavar="FILE", help="ocr: character list (one per line) overriding the rec model's 'character' metadata")
+    add_task_args(p)
     add_runtime_args(p)
     p.set_defaults(run=run)
 
@@ -74,6 +76,7 @@ def _check_options(args: argparse.Namespace) -> None:
         flags = ", ".join("--" + o.replace("_", "-") for o in wrong)
         allowed = ", ".join("--" + o.replace("_", "-") for o in sorted(_TASK_OPTIONS[args.task]))
         raise SpecError(f"{flags} do(es) not apply to --task {args.task}; options for it: {allowed}")
+    task_config_fields(args, args.task)  # layout/preprocessing flags foreign to the task raise here
 
 
 def _config(args: argparse.Namespace, config_type: type) -> Any:
@@ -87,6 +90,7 @@ def _config(args: argparse.Namespace, config_type: type) -> Any:
             given[field] = getattr(args, flag)
     if args.imgsz is not None:
         given["input_size"] = (args.imgsz, args.imgsz)
+    given.update(task_config_fields(args, args.task))
     return dataclasses.replace(config_type(), **given)
 
 
@@ -135,6 +139,7 @@ def _is_image(path: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from .._optional import require
+    from ..tasks.diagnose import describe_task
 
     if args.batch < 1:
         raise SpecError(f"--batch must be >= 1, got {args.batch}")
@@ -143,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     require("cv2", purpose="reading images")  # once here, not once per image
     save_dir = _prepare_save_dir(args.save_dir)
     task, images = open_task(args)
+    print(describe_task(task), file=sys.stderr)  # which layout and preprocessing this run uses
     with task:
         if not images and args.stream is None:
             raise SpecError(
@@ -167,6 +173,7 @@ def _prepare_save_dir(path: str | None) -> Path | None:
 
 
 def _predict_all(task: Any, images: list[str], *, args: argparse.Namespace, save_dir: Path | None) -> int:
+    from ..tasks.diagnose import explain_empty
     from ..tasks.sources import Source, expand_inputs
     from ..tasks.streaming import StreamOptions, stream_predictions
 
@@ -190,6 +197,9 @@ def _predict_all(task: Any, images: list[str], *, args: argparse.Namespace, save
         feed.close()
         out.close()
         progress.done()
+    if not interrupted:  # never silent about empty results (all of them kept: they are small)
+        notes = explain_empty(task, [*out.empty, *[(None, None)] * (out.count - len(out.failures) - len(out.empty))])
+        print(*(f"note: {line}" for line in notes), sep="\n", file=sys.stderr, end="\n" if notes else "")
     for source, message in out.failures:
         print(f"error: {source}: {message}", file=sys.stderr)
     if interrupted:
@@ -270,6 +280,7 @@ class _Output:
         self._stems: set[str] = set()
         self._writers: dict[str, _VideoSink] = {}
         self._printed = 0  # JSON records written to stdout so far
+        self.empty: list[tuple[str, Any]] = []  # (source, result) of results with nothing found, for explain_empty
 
     def add(self, prediction: Any) -> None:
         self.count += 1
@@ -281,6 +292,8 @@ class _Output:
             self.failures.append((source, result.message))
         else:
             self._print(record, result)
+            if hasattr(result, "top_score") and len(result) == 0:
+                self.empty.append((source, result))
         if self.save_dir is None:
             return
         if in_video:

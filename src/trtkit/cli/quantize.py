@@ -22,13 +22,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", help="FP32 ONNX model")
     p.add_argument("--calib", required=True, metavar="DIR|NPZ", help=".npz file, or a directory of .npz/.npy/image files")
     p.add_argument("-o", "--output", metavar="OUT.onnx", help="output path (default: MODEL.qdq.onnx)")
-    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"], help="calibration method")
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="calibration: minmax (activation min/max), entropy (TensorRT's KL-divergence threshold), "
+                        "percentile (99.999th percentile of |x|); default minmax")
     p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per channel")
-    p.add_argument("--max-samples", type=int, default=256, metavar="N", help="calibration batches used at most")
+    p.add_argument("--max-samples", type=int, default=256, metavar="N", help="calibration batches used at most (besides those held back)")
     p.add_argument("--image-size", metavar="HxW", help="image size when the model's H/W are dynamic, e.g. 640x640")
     p.add_argument("--mean", metavar="R,G,B", help="per-channel mean subtracted after /255 (default 0,0,0)")
     p.add_argument("--std", metavar="R,G,B", help="per-channel std divided after the mean (default 1,1,1)")
     p.add_argument("--bgr", action="store_true", help="feed images as BGR")
+    p.add_argument("--holdout", type=int, metavar="N",
+                   help="calibration samples held back to measure accuracy against the FP32 model "
+                        "(default: a fifth, at most 32; 0: no check)")
     p.set_defaults(run=run)
 
 
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         mean=_triple(args.mean, "--mean", (0.0, 0.0, 0.0)),
         std=_triple(args.std, "--std", (1.0, 1.0, 1.0)),
         bgr=args.bgr,
+        holdout=args.holdout,
     )
     output = args.output or str(Path(args.model).with_suffix(".qdq.onnx"))
     print(quantize(args.model, output, config=config).summary())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from ..errors import SpecError
 from ..measure.run import RunConfig, SourceConfig, check_save_path, run_model
 from ._args import add_runtime_args, add_shape_args, print_input_notes, runtime_from_args, shapes_from_args
 
@@ -30,6 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..graph.quantize import IMAGE_SUFFIXES
+
+    if Path(args.model).suffix.lower() in IMAGE_SUFFIXES and args.backend == "auto":
+        raise SpecError(
+            f"{args.model!r} is an image, but `trtkit run` takes a model (.onnx or a TensorRT engine) and feeds it "
+            "arrays (--input NAME=FILE.npy, or generated ones). To run a model on an image, use "
+            "`trtkit predict --task TASK MODEL IMAGE`"
+        )
     if args.save:
         check_save_path(args.save)  # before running anything
     _, runtime = runtime_from_args(args)

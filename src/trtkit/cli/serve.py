@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve.server import ServerConfig, TritonServer
+    from ..serve.server import ServerConfig, TritonServer, find_tritonserver
+    from ..serve.steps import IMAGE
 
     if args.repo and args.models:
         raise SpecError("give MODEL... or --repo REPO, not both")
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("nothing to serve: give MODEL... or --repo REPO (write one with trtkit triton)")
     config = ServerConfig(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
                           host=args.host, log_verbose=args.log_verbose, tritonserver=args.tritonserver)
+    find_tritonserver(args.tritonserver)  # before writing anything: without the binary, say how to install it
     temp = None
     try:
         if args.repo:
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  HTTP     {ends['http']}   (KServe v2: {ends['http']}/v2/models/NAME/infer)")
             print(f"  gRPC     {ends['grpc']}")
             print(f"  metrics  {ends['metrics']}")
+            if args.task:
+                print(f"  input    '{IMAGE}': UINT8 [N], the encoded file's bytes "
+                      "(np.frombuffer(open(path, 'rb').read(), np.uint8)); not BYTES")
             print("Ctrl-C stops the server.", flush=True)
             code = server.wait()
             if code:

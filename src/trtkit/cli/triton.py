@@ -25,6 +25,8 @@ def add_repository_args(p: argparse.ArgumentParser, *, backend_default: str) -> 
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="write no model_warmup")
     p.add_argument("--ort-tensorrt", action="store_true", help="onnxruntime_onnx: enable ONNX Runtime's TensorRT accelerator")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="python backend: run on the CPU (ORT) or CUDA (ORT-CUDA / TensorRT)")
+    p.add_argument("--threads", type=int, help="python backend: ONNX Runtime intra-op threads per instance "
+                   "(default ORT's: one per core; 1 on a CPU shared with Triton and its clients, see docs/deploy.md)")
     p.add_argument("--conf", type=float, help="detect/face: score threshold")
     p.add_argument("--iou", type=float, help="detect/face: NMS IoU threshold")
     p.add_argument("--top-k", type=int, help="classify: classes to report")
@@ -43,7 +45,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     options = TritonOptions(
         name=args.name, backend=args.backend, max_batch=args.max_batch, instances=args.instances,
         max_queue_delay_us=args.max_queue_delay_us, preferred_batch=preferred, dynamic_batching=args.dynamic_batching,
-        warmup=args.warmup, ort_tensorrt=args.ort_tensorrt, device=args.device,
+        warmup=args.warmup, ort_tensorrt=args.ort_tensorrt, device=args.device, threads=args.threads,
     )
     task_options: dict[str, Any] = {}
     for flag in ("conf", "iou", "top_k"):

@@ -1,25 +1,35 @@
 """``trtkit add-nms``: append box decoding + NMS to a detector's ONNX graph.
 
-The result outputs exactly what the tutorial's SCRFD engine outputs, padded to
-``max_det`` per image:
+Every layout ``trtkit predict`` decodes on the host (YOLOv5/v7/yolor, YOLOv8/v11, YOLOX with its grid
+decoding, SCRFD, RetinaFace MXNet and Pytorch_Retinaface) is decoded in-graph by the same layout
+module (:mod:`trtkit.tasks.layouts`), so the two cannot drift apart. The result outputs what the
+tutorial's engine outputs, padded to ``max_det`` per image:
 
     num_detections int32 [B,1], nmsed_boxes float32 [B,max_det,4] (x1,y1,x2,y2, input pixels),
     nmsed_scores float32 [B,max_det], nmsed_classes float32 [B,max_det],
     nmsed_landmarks float32 [B,max_det,10] (faces only)
 
-By default NMS is the standard ONNX ``NonMaxSuppression`` op, which ONNX
-Runtime runs and TensorRT's parser imports (INMSLayer, TensorRT >= 8.5), so the same file
-works on both. TensorRT-RTX 1.7 parses it too but its builder has no NonMaxSuppression
-implementation ("has no runners"), so for RTX keep NMS on the host (trtkit's Detector does).
-Detection boxes take their argmax class only (like host-side YOLO decoding) and
-NMS is class-aware, so results match :class:`~trtkit.tasks.detection.Detector`
-run on the original model. ``efficient_nms=True`` instead emits TensorRT's
-``EfficientNMS_TRT`` plugin node (faster on TensorRT, but no runtime other than
-TensorRT runs it; its ``nmsed_classes`` is int32, as the plugin defines).
+(``names="trt"`` gives the EfficientNMS plugin's names instead: num_detections, detection_boxes, ...).
 
-Written with ``onnx.helper`` (no onnx-graphsurgeon needed); the emitted nodes
-follow the model's opset (11 and up), e.g. Unsqueeze/ReduceSum axes as
-attributes before opset 13 and as inputs from 13.
+Where the graph can run decides how NMS is written (``target``):
+
+* ``onnxruntime``: the standard ONNX ``NonMaxSuppression`` op (also imported by full TensorRT >= 8.5
+  as INMSLayer).
+* ``tensorrt`` (full TensorRT): detection uses the ``EfficientNMS_TRT`` plugin (TensorRT 11 removed the
+  BatchedNMS plugins; EfficientNMS remains); faces keep ONNX NonMaxSuppression since the plugin has no
+  landmark output.
+* ``tensorrt-rtx``: refused. TensorRT-RTX's builder has no NonMaxSuppression implementation ("has no
+  runners") and it loads no plugins, so no NMS graph builds there: build the raw model and let
+  ``trtkit predict`` run NMS on the host (same boxes), or run the add-nms graph on ONNX Runtime.
+
+Detection boxes take their argmax class only (like host-side decoding) and NMS is class-aware, so
+results match :class:`~trtkit.tasks.detection.Detector` on the original model. The thresholds, the
+source layout and its preprocessing are recorded in the model's metadata (``trtkit.nms.*``,
+``trtkit.preprocess``) so ``trtkit predict`` applies the right preprocessing and refuses a ``--conf``
+below, or an ``--iou`` other than, what the graph already applied.
+
+Written with ``onnx.helper`` (no onnx-graphsurgeon needed); the emitted nodes follow the model's
+opset (11 and up), e.g. Unsqueeze/ReduceSum axes as attributes before opset 13 and as inputs from 13.
 """
 
 from __future__ import annotations
@@ -36,42 +46,94 @@ from ..errors import TaskError
 from .onnx_io import load_onnx
 from ..spec import TensorSpec
 
-__all__ = ["AddNmsConfig", "add_nms", "OUTPUT_NAMES"]
+__all__ = ["AddNmsConfig", "add_nms", "describe_result", "default_target", "OUTPUT_NAMES", "TARGETS", "NAME_PRESETS"]
 
 OUTPUT_NAMES = ("num_detections", "nmsed_boxes", "nmsed_scores", "nmsed_classes", "nmsed_landmarks")
+# output-name presets: the tutorial's engine (default), and TensorRT's EfficientNMS plugin names
+NAME_PRESETS: dict[str, dict[str, str]] = {
+    "tutorial": {n: n for n in OUTPUT_NAMES},
+    "trt": {"num_detections": "num_detections", "nmsed_boxes": "detection_boxes", "nmsed_scores": "detection_scores",
+            "nmsed_classes": "detection_classes", "nmsed_landmarks": "detection_landmarks"},
+}
+TARGETS = ("auto", "onnxruntime", "tensorrt", "tensorrt-rtx")
 _P = "trtkit_nms/"  # prefix of every tensor and node we add
+
+_RTX_REFUSAL = (
+    "TensorRT-RTX cannot build an NMS graph: its builder has no NonMaxSuppression implementation "
+    "(\"has no runners\") and it loads no plugins (EfficientNMS_TRT). Build the raw model instead "
+    "(trtkit build MODEL) and let trtkit predict run decoding + NMS on the host (the same boxes, tested), "
+    "or write this graph for ONNX Runtime with --target onnxruntime"
+)
+
+
+def default_target() -> str:
+    """tensorrt when full TensorRT is installed, else onnxruntime (TensorRT-RTX cannot build NMS graphs)."""
+    import importlib.util
+
+    return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "onnxruntime"
 
 
 @dataclass(frozen=True)
 class AddNmsConfig:
-    """``task``: detect (YOLO v5/v8/v11 heads) or face (SCRFD heads with landmarks).
-    ``layout`` (detect only): auto, yolov8 ([B,4+C,N]) or yolov5 ([B,N,5+C])."""
+    """``task``: detect or face. ``layout``: auto or a layout of that task (``trtkit predict --layout``).
+    ``target``: where the graph will run (see the module docstring); ``auto`` picks tensorrt when full
+    TensorRT is installed, else onnxruntime. ``efficient_nms``: None follows the target (True for detect
+    on tensorrt). ``names``: output-name preset, ``tutorial`` (nmsed_*) or ``trt`` (detection_*)."""
 
     task: str = "detect"
     layout: str = "auto"
     max_det: int = 200
-    iou: float = 0.45
-    conf: float = 0.25
-    efficient_nms: bool = False
-    anchors: int = 2
+    iou: float | None = None  # None: 0.45 for detect (Ultralytics), 0.4 for face (InsightFace)
+    conf: float | None = None  # None: 0.25 for detect, 0.5 for face
+    target: str = "auto"
+    efficient_nms: bool | None = None
+    names: str = "tutorial"
 
     def __post_init__(self) -> None:
+        from ..tasks.layouts import layout_names
+
         if self.task not in ("detect", "face"):
             raise TaskError(f"add-nms task (--task) must be 'detect' or 'face', got {self.task!r}")
-        if self.layout not in ("auto", "yolov8", "yolov5"):
+        if self.layout not in layout_names(self.task):
             raise TaskError(
-                f"add-nms layout (--layout) must be auto, yolov8 or yolov5, got {self.layout!r} "
-                "(YOLOX: export with --decode_in_inference and use yolov5)"
+                f"add-nms --task {self.task} has no layout {self.layout!r} (--layout); choose one of "
+                f"{', '.join(layout_names(self.task))}"
             )
         if self.max_det < 1:
             raise TaskError(f"add-nms max_det (--max-det) must be >= 1, got {self.max_det}")
+        defaults = {"detect": (0.25, 0.45), "face": (0.5, 0.4)}[self.task]
+        if self.conf is None:
+            object.__setattr__(self, "conf", defaults[0])
+        if self.iou is None:
+            object.__setattr__(self, "iou", defaults[1])
         if not 0.0 <= self.iou <= 1.0 or not 0.0 <= self.conf <= 1.0:
             raise TaskError(f"add-nms iou and conf (--iou, --conf) must be in [0, 1], got iou={self.iou}, conf={self.conf}")
+        if self.target not in TARGETS:
+            raise TaskError(f"add-nms target (--target) must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.names not in NAME_PRESETS:
+            raise TaskError(f"add-nms names (--names) must be one of {', '.join(NAME_PRESETS)}, got {self.names!r}")
+        if self.target == "tensorrt-rtx":
+            raise TaskError(f"add-nms --target tensorrt-rtx: {_RTX_REFUSAL}")
         if self.efficient_nms and self.task == "face":
             raise TaskError(
                 "EfficientNMS_TRT has no landmark output, so it cannot serve --task face; "
-                "drop --efficient-nms (the ONNX NonMaxSuppression graph runs on TensorRT too)"
+                "drop --efficient-nms (the ONNX NonMaxSuppression graph runs on ONNX Runtime and full TensorRT)"
             )
+        if self.efficient_nms and self.resolved_target == "onnxruntime":
+            raise TaskError(
+                "--efficient-nms writes TensorRT's EfficientNMS_TRT plugin node, which ONNX Runtime cannot run "
+                "(target onnxruntime); use --target tensorrt for a full-TensorRT engine, or drop --efficient-nms"
+            )
+
+    @property
+    def resolved_target(self) -> str:
+        return default_target() if self.target == "auto" else self.target
+
+    @property
+    def uses_efficient_nms(self) -> bool:
+        if self.efficient_nms is not None:
+            return self.efficient_nms
+        return self.task == "detect" and self.resolved_target == "tensorrt"
 
 
 class _Graph:
@@ -139,116 +201,6 @@ def _opset(model: Any) -> int:
     return version
 
 
-# ---------------------------------------------------------------- heads
-
-def _yolo_heads(g: _Graph, specs: tuple[TensorSpec, ...], layout: str) -> tuple[str, str, None]:
-    """boxes [B,N,4] x1y1x2y2 and per-class scores [B,C,N] from a YOLO output."""
-    out = _yolo_output(specs)
-    layout = _yolo_layout(out, layout, specs)
-    if layout == "yolov8":
-        chw = out.name  # [B, 4+C, N]
-        boxes = g.op("Transpose", [g.slice(chw, 1, 0, 4)], perm=[0, 2, 1])
-        scores = g.slice(chw, 1, 4, 1 << 30)
-    else:
-        nhc = out.name  # [B, N, 5+C]
-        boxes = g.slice(nhc, 2, 0, 4)
-        cls = g.op("Mul", [g.slice(nhc, 2, 5, 1 << 30), g.slice(nhc, 2, 4, 5)])
-        scores = g.op("Transpose", [cls], perm=[0, 2, 1])
-    xy, wh = g.slice(boxes, 2, 0, 2), g.slice(boxes, 2, 2, 4)
-    half = g.op("Mul", [wh, g.const(0.5, np.float32)])
-    xyxy = g.op("Concat", [g.op("Sub", [xy, half]), g.op("Add", [xy, half])], axis=2)
-    return xyxy, scores, None
-
-
-def _yolo_output(specs: tuple[TensorSpec, ...]) -> TensorSpec:
-    """The one rank-3 YOLO output; anything else (SCRFD heads, logits, several outputs) is refused."""
-    if _looks_like_scrfd(specs):
-        raise _layout_error("detect", specs, hint="These look like SCRFD face heads: use --task face "
-                            "(AddNmsConfig(task='face'))")
-    if len(specs) != 1 or specs[0].rank != 3:
-        raise _layout_error("detect", specs)
-    return specs[0]
-
-
-def _looks_like_scrfd(specs: tuple[TensorSpec, ...]) -> bool:
-    from ..tasks.face import group_scrfd_heads
-
-    names = [s.name.lower() for s in specs]
-    named = any(n.startswith(("score_", "bbox_", "kps_")) for n in names)
-    return named or (len(specs) in (6, 9) and group_scrfd_heads(specs, (0, 0)) is not None)
-
-
-def _fits_v8(a: Any, b: Any) -> bool:
-    """[B, 4+C, N]: 4+C static and >= 5, and (when N is static too) fewer channels than boxes."""
-    return isinstance(a, int) and a >= 5 and (not isinstance(b, int) or a < b)
-
-
-def _fits_v5(a: Any, b: Any) -> bool:
-    """[B, N, 5+C]: 5+C static and >= 6, and (when N is static too) fewer channels than boxes."""
-    return isinstance(b, int) and b >= 6 and (not isinstance(a, int) or b < a)
-
-
-def _yolo_layout(out: TensorSpec, layout: str, specs: tuple[TensorSpec, ...]) -> str:
-    """The layout ``out`` has; a forced ``layout`` must agree with the shape, else decoding writes garbage."""
-    from ..tasks.base import describe_outputs
-
-    _, a, b = out.shape
-    fits = {"yolov8": _fits_v8(a, b), "yolov5": _fits_v5(a, b)}
-    expected = {"yolov8": "[B,4+C,N] with a static 4+C >= 5", "yolov5": "[B,N,5+C] with a static last dim 5+C >= 6"}
-    if layout == "auto":
-        found = [name for name, ok in fits.items() if ok]
-        if not found:
-            raise _layout_error("detect", specs)
-        return found[0]
-    if not fits[layout]:
-        other = "yolov5" if layout == "yolov8" else "yolov8"
-        fix = f"the shape fits {other}: use --layout {other} or auto" if fits[other] else "check --task and --layout"
-        raise TaskError(
-            f"add-nms --layout {layout}: expected output {expected[layout]}; found {describe_outputs((out,))}; {fix}"
-        )
-    return layout
-
-
-def _scrfd_heads(g: _Graph, specs: tuple[TensorSpec, ...], size: tuple[int, int], anchors: int) -> tuple[str, str, str | None]:
-    """Decode SCRFD strides in-graph: boxes [B,N,4], scores [B,1,N], landmarks [B,N,10]."""
-    from ..tasks.face import anchor_centers, group_scrfd_heads
-
-    heads = group_scrfd_heads(specs, size, anchors=anchors)
-    if heads is None:
-        raise _layout_error("face", specs)
-    rank = {s.name: s.rank for s in specs}
-    has_kps = all("kps" in h for h in heads.values())
-    boxes, scores, kps = [], [], []
-    for stride, head in heads.items():
-        def batched(name: str) -> str:  # insightface exports drop the batch axis: [N, k] -> [1, N, k]
-            return g.unsqueeze(name, [0]) if rank[name] == 2 else name
-
-        centers = anchor_centers(*size, stride, anchors)[None]  # [1, N, 2]
-        c = g.const(centers, np.float32, f"anchors{stride}")
-        dist = g.op("Mul", [batched(head["bbox"]), g.const(float(stride), np.float32)])
-        x1y1 = g.op("Sub", [c, g.slice(dist, 2, 0, 2)])
-        x2y2 = g.op("Add", [c, g.slice(dist, 2, 2, 4)])
-        boxes.append(g.op("Concat", [x1y1, x2y2], axis=2))
-        scores.append(batched(head["score"]))
-        if has_kps:
-            tiled = g.const(np.tile(centers, (1, 1, 5)), np.float32, f"anchors{stride}x5")
-            kps.append(g.op("Add", [g.op("Mul", [batched(head["kps"]), g.const(float(stride), np.float32)]), tiled]))
-    all_scores = g.op("Transpose", [g.op("Concat", scores, axis=1)], perm=[0, 2, 1])  # [B, 1, N]
-    return g.op("Concat", boxes, axis=1), all_scores, (g.op("Concat", kps, axis=1) if has_kps else None)
-
-
-def _layout_error(task: str, specs: tuple[TensorSpec, ...], *, hint: str = "Check --task, or the model already contains NMS") -> TaskError:
-    from ..tasks.base import describe_outputs
-
-    expected = {
-        "detect": "one YOLO output [B,4+C,N] (v8/v11) or [B,N,5+C] (v5)",
-        "face": "SCRFD heads score/bbox/kps at strides 8/16/32 for a static input size",
-    }[task]
-    return TaskError(
-        f"add-nms --task {task}: expected {expected}; found outputs {describe_outputs(specs)}. {hint}"
-    )
-
-
 # ---------------------------------------------------------------- NMS tail
 
 def _onnx_nms_tail(g: _Graph, boxes: str, scores: str, kps: str | None, cfg: AddNmsConfig) -> list[tuple[str, str]]:
@@ -290,8 +242,12 @@ def _onnx_nms_tail(g: _Graph, boxes: str, scores: str, kps: str | None, cfg: Add
 
 
 def _efficient_nms_tail(g: _Graph, boxes: str, scores: str, cfg: AddNmsConfig) -> list[tuple[str, str]]:
-    """TensorRT's EfficientNMS_TRT plugin (boxes [B,N,4], scores [B,N,C]); TensorRT-only."""
-    scores_nc = g.op("Transpose", [scores], perm=[0, 2, 1])
+    """TensorRT's EfficientNMS_TRT plugin (boxes [B,N,4], scores [B,N,C]); TensorRT-only.
+    Scores are masked to each box's argmax class first, as on the host (the plugin would otherwise
+    keep one box under several classes)."""
+    best = g.reduce("ReduceMax", scores, 1, keepdims=1)
+    masked = g.op("Mul", [scores, g.op("Cast", [g.op("Equal", [scores, best])], to=1)])
+    scores_nc = g.op("Transpose", [masked], perm=[0, 2, 1])
     count, b, s, c = g.op(
         "EfficientNMS_TRT",
         [boxes, scores_nc],
@@ -321,33 +277,77 @@ def add_nms(model: str | os.PathLike[str], output: str | os.PathLike[str], *, co
     """Write ``output``: ``model`` with decoding + NMS appended (see the module docstring). Atomic."""
     import onnx
 
+    from ..tasks.classification import labels_from_metadata
+    from ..tasks.layouts import resolve_layout
+
     cfg = config or AddNmsConfig()
     out_path = check_output_path(output, what="add-nms output", inputs=(model,))
     proto = load_onnx(model)
     g = _Graph(proto, _opset(proto))
     specs = _specs(proto.graph)
-    if any(s.name in OUTPUT_NAMES or s.name.lower() in ("num_detections", "num_dets") for s in specs):
-        raise TaskError(f"model {str(model)!r} already outputs NMS results ({', '.join(s.name for s in specs)}); nothing to add")
     image = _image_input(proto)
-    if cfg.task == "face":
-        from ..tasks.face import group_scrfd_heads
-
-        if group_scrfd_heads(specs, (0, 0), anchors=cfg.anchors) is None:  # not SCRFD at all, whatever the size
-            raise _layout_error("face", specs)
-        size = _static_size(image, model)
-        boxes, scores, kps = _scrfd_heads(g, specs, size, cfg.anchors)
-    else:
-        boxes, scores, kps = _yolo_heads(g, specs, cfg.layout)
-    if cfg.efficient_nms:
+    size = _size(image)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    layout, binding = resolve_layout(cfg.task, cfg.layout, specs, size, labels_from_metadata(meta),
+                                     inputs_text=f"input {image[0]!r} {image[1]} and ")
+    if layout.has_nms:
+        raise TaskError(f"model {str(model)!r} already outputs NMS results ({', '.join(s.name for s in specs)}); nothing to add")
+    if layout.needs_size and size is None:
+        raise TaskError(
+            f"add-nms layout {layout.name} places anchors/grids for a static input size; {str(model)!r} input "
+            f"{image[0]!r} is {image[1]}. Make H/W static first: trtkit reshape MODEL --shapes {image[0]}:1x3x640x640"
+        )
+    boxes, scores, kps = layout.graph(g, binding, size)
+    efficient = cfg.uses_efficient_nms
+    if efficient:
         outs = _efficient_nms_tail(g, boxes, scores, cfg)
         proto.opset_import.append(onnx.helper.make_opsetid("trt.plugins", 1))
     else:
         outs = _onnx_nms_tail(g, boxes, scores, kps, cfg)
-    _set_outputs(g, outs, batch=image[1][0], cfg=cfg)
-    _check(proto, model, efficient=cfg.efficient_nms)
+    _set_outputs(g, outs, batch=image[1][0], cfg=cfg, efficient=efficient)
+    _record(proto, cfg, layout, efficient)
+    _check(proto, model, efficient=efficient)
     with atomic_output(out_path, what="add-nms output", inputs=(model,)) as tmp:
         onnx.save(proto, str(tmp))
     return out_path
+
+
+def describe_result(cfg: AddNmsConfig) -> str:
+    """One line for the CLI: what NMS was written and where it builds."""
+    target = cfg.resolved_target
+    how = "the EfficientNMS_TRT plugin" if cfg.uses_efficient_nms else "ONNX NonMaxSuppression"
+    runs = {
+        "onnxruntime": "runs on ONNX Runtime (and full TensorRT >= 8.5)" if not cfg.uses_efficient_nms else "",
+        "tensorrt": "for full TensorRT engines (trtkit build)" + ("; ONNX Runtime cannot run the plugin" if cfg.uses_efficient_nms else ""),
+    }[target]
+    return (f"target {target} ({'auto-detected' if cfg.target == 'auto' else 'given'}): {how}, {runs}. "
+            "TensorRT-RTX cannot build NMS graphs: for RTX build the raw model and let trtkit predict do NMS on the host")
+
+
+def _record(proto: Any, cfg: AddNmsConfig, layout: Any, efficient: bool) -> None:
+    """Thresholds, source layout and its preprocessing in metadata_props (predict reads them)."""
+    from ..tasks.box_task import NMS_CONF_KEY, NMS_IOU_KEY
+
+    values = {
+        NMS_CONF_KEY: f"{cfg.conf!r}",
+        NMS_IOU_KEY: f"{cfg.iou!r}",
+        "trtkit.nms.max_det": str(cfg.max_det),
+        "trtkit.nms.source_layout": layout.name,
+        "trtkit.nms.kind": "EfficientNMS_TRT" if efficient else "NonMaxSuppression",
+        "trtkit.nms.target": cfg.resolved_target,
+        **layout.preprocess.to_metadata(),
+    }
+    kept = [p for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _size(image: tuple[str, list[Any]]) -> tuple[int, int] | None:
+    h, w = image[1][2], image[1][3]
+    return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
 
 
 def _image_input(proto: Any) -> tuple[str, list[Any]]:
@@ -359,21 +359,11 @@ def _image_input(proto: Any) -> tuple[str, list[Any]]:
     return inputs[0].name, dims
 
 
-def _static_size(image: tuple[str, list[Any]], model: Any) -> tuple[int, int]:
-    name, dims = image
-    h, w = dims[2], dims[3]
-    if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-        raise TaskError(
-            f"add-nms --task face needs a static input size to place SCRFD anchors; {str(model)!r} input {name!r} "
-            f"is {dims}. Make H/W static first: trtkit reshape MODEL --shapes {name}:1x3x640x640"
-        )
-    return h, w
-
-
-def _set_outputs(g: _Graph, outs: list[tuple[str, str]], *, batch: Any, cfg: AddNmsConfig) -> None:
+def _set_outputs(g: _Graph, outs: list[tuple[str, str]], *, batch: Any, cfg: AddNmsConfig, efficient: bool) -> None:
     from onnx import TensorProto, helper
 
-    int_classes = cfg.efficient_nms  # EfficientNMS_TRT's detection_classes is int32
+    int_classes = efficient  # EfficientNMS_TRT's detection_classes is int32
+    names = NAME_PRESETS[cfg.names]
     shapes = {
         "num_detections": (TensorProto.INT32, [batch, 1]),
         "nmsed_boxes": (TensorProto.FLOAT, [batch, cfg.max_det, 4]),
@@ -383,9 +373,9 @@ def _set_outputs(g: _Graph, outs: list[tuple[str, str]], *, batch: Any, cfg: Add
     }
     del g.graph.output[:]
     for tensor, name in outs:
-        g.graph.node.append(helper.make_node("Identity", [tensor], [name], name=f"{_P}{name}"))
+        g.graph.node.append(helper.make_node("Identity", [tensor], [names[name]], name=f"{_P}{name}"))
         elem, shape = shapes[name]
-        g.graph.output.append(helper.make_tensor_value_info(name, elem, shape))
+        g.graph.output.append(helper.make_tensor_value_info(names[name], elem, shape))
 
 
 def _check(proto: Any, model: Any, *, efficient: bool) -> None:

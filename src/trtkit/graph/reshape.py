@@ -28,7 +28,7 @@ import numpy as np
 
 from .._optional import require
 from ..atomic import check_output_path
-from ..errors import ReshapeError, ShapeError, SpecError
+from ..errors import ModelLoadError, ReshapeError, ShapeError, SpecError
 from ..measure.inputs import generate_at_shapes
 from ..measure.tolerance import check_tolerances
 from .onnx_io import OutputError, compare_outputs, io_specs, load_onnx, run_onnxruntime, save_onnx
@@ -103,6 +103,8 @@ class ReshapeReport:
             if before.shape != after.shape:
                 lines.append(f"  input {after.name}: {before.display_shape()} -> {after.display_shape()}")
         lines += [f"  output {s.name}: {s.display_shape()}" for s in self.outputs]
+        if any("-1" in s.display_shape().strip("[]").split(",") for s in (*self.inputs, *self.outputs)):
+            lines.append("  (-1: a dynamic size that follows from the dynamic input dims)")
         lines += [f"rewrote {r}" for r in self.rewrites]
         lines += [f"checked {c}" for c in self.checks]
         return "\n".join(lines)
@@ -276,8 +278,9 @@ def _split_batch(checker: _Checker, inputs: tuple[TensorSpec, ...], base: dict[s
                 f"batch: the graph does not keep the batch on axis 0 of this output. {checker.hint}"
             )
     shown = format_shapes({n: both[n].shape for n in both})
-    checker.compare(f"at {shown} (each half vs the original)", ref_a, halves_a)
-    checker.compare(f"at {shown} (second half)", ref_b, halves_b)
+    single = format_shapes({n: a[n].shape for n in a})
+    checker.compare(f"at {shown}, first half of the batch vs the original run alone at {single}", ref_a, halves_a)
+    checker.compare(f"at {shown}, second half of the batch vs the original run alone at {single}", ref_b, halves_b)
 
 
 def _check(original: "onnx.ModelProto", model: "onnx.ModelProto", plan: Mapping[str, tuple[Dim, ...]],
@@ -365,10 +368,31 @@ def _hint(original: "onnx.ModelProto", inputs: tuple[TensorSpec, ...], plan: Map
             "(e.g. `trtkit export ... --dynamic-batch`), or keep the static shape")
 
 
+_ENGINE_MAGICS = (b"ftrt", b"vtrt")  # TensorRT engine headers (TensorRT, TensorRT-RTX) in the first bytes
+
+
+def _refuse_engine(path: str | os.PathLike[str]) -> None:
+    """A TensorRT engine is compiled for fixed profiles; the ONNX parser would only call it corrupt."""
+    from ..backends import ENGINE_SUFFIXES
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        return  # load_onnx words a missing path
+    with open(p, "rb") as fh:
+        head = fh.read(32)
+    if p.lower().endswith(ENGINE_SUFFIXES) or any(m in head for m in _ENGINE_MAGICS):
+        raise ModelLoadError(
+            f"{p!r} is a TensorRT engine, not an ONNX model; reshape works on ONNX. Reshape the .onnx the engine "
+            "was built from, then build a new engine from the result (trtkit build); an engine's shapes are set "
+            "by the optimization profiles it was built with"
+        )
+
+
 def reshape(model_path: str | os.PathLike[str], output: str | os.PathLike[str], *, config: ReshapeConfig) -> ReshapeReport:
     """Make inputs static or dynamic, re-infer shapes, verify with ONNX Runtime, write ``output`` atomically."""
     onnx = require("onnx")
     target = check_output_path(output, what="reshape output", inputs=(model_path,))
+    _refuse_engine(model_path)
     original = load_onnx(model_path)
     inputs, outputs_before = io_specs(original)
     plan = _plan_dynamic(inputs, config) if config.frees_axes else _plan_static(inputs, config)

@@ -46,14 +46,27 @@ def _import_file(path: Path) -> Any:
 
 
 def _import_module(name: str) -> Any:
+    """Import ``package.module`` with the current directory on the path, as ``python -m`` has it.
+
+    The ``trtkit`` console script runs with its own bin directory as ``sys.path[0]``, so a
+    ``my_model.py`` beside the user would not be found; the directory is added for this import only.
+    """
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         raise ExportError(
-            f"cannot import module {name!r} ({exc}); give an importable package.module:ATTR, or FILE.py:ATTR"
+            f"cannot import module {name!r} ({exc}) from the current directory {cwd!r} or the installed packages; "
+            "give an importable package.module:ATTR, or FILE.py:ATTR"
         ) from None
     except Exception as exc:  # noqa: BLE001 - user code
         raise ExportError(f"importing module {name!r} raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 def _instantiate(obj: Any, source: str, torch: Any) -> "torch.nn.Module":

@@ -32,13 +32,16 @@ from .bench_types import (
     MIN_ITERATIONS,
     BatchResult,
     BenchConfig,
+    BenchHooks,
+    BenchInterrupted,
+    BenchProgress,
     BenchResult,
     BenchTarget,
     Stats,
 )
 from .report import describe_environment
 from .timing import Run, axis0, check_transfers, make_feeds, make_step, measure_interleaved, plan_shapes
-from ..errors import BenchError
+from ..errors import BackendUnavailable, BenchError, CudaError, EngineError
 from ..spec import RuntimeConfig, Shape, format_shapes
 
 __all__ = [
@@ -47,19 +50,30 @@ __all__ = [
     "BenchResult",
     "BatchResult",
     "Stats",
+    "BenchHooks",
+    "BenchProgress",
+    "BenchInterrupted",
     "benchmark",
     "benchmark_many",
     "benchmark_models",
     "MIN_ITERATIONS",
 ]
 
-def benchmark(backend: Any, *, config: BenchConfig = BenchConfig(), label: str | None = None) -> BenchResult:
+def benchmark(backend: Any, *, config: BenchConfig = BenchConfig(), label: str | None = None,
+              hooks: BenchHooks = BenchHooks()) -> BenchResult:
     """Benchmark an open backend (from :func:`trtkit.load`)."""
-    return benchmark_many({label or backend.name: backend}, config=config)[0]
+    return benchmark_many({label or backend.name: backend}, config=config, hooks=hooks)[0]
 
 
-def benchmark_models(targets: Sequence[BenchTarget], *, config: BenchConfig = BenchConfig()) -> tuple[BenchResult, ...]:
-    """Open every target, benchmark them interleaved, close them. The first is the baseline of ratios."""
+def benchmark_models(targets: Sequence[BenchTarget], *, config: BenchConfig = BenchConfig(),
+                     hooks: BenchHooks = BenchHooks()) -> tuple[BenchResult, ...]:
+    """Open every target, benchmark them interleaved, close them. The first run is the baseline of ratios.
+
+    With ``hooks.skipped``, a target that cannot start on this machine (its backend is not installed, no
+    usable GPU, an engine built for another GPU or TensorRT) is reported there and the others run; the first
+    that starts is the baseline. Mistakes in the request (a missing file, shapes a model does not take,
+    options a backend does not support) still raise before anything is measured.
+    """
     from ..backends import load
 
     if not targets:
@@ -67,17 +81,32 @@ def benchmark_models(targets: Sequence[BenchTarget], *, config: BenchConfig = Be
     labels = _unique_labels(targets)
     with contextlib.ExitStack() as stack:
         backends: dict[str, Any] = {}
+        paths: dict[str, str] = {}
         for label, target in zip(labels, targets):
-            backends[label] = stack.enter_context(load(target.model, backend=target.backend, config=_runtime_for(target, config)))
-        results = benchmark_many(backends, config=config)
-    return tuple(replace(r, model=str(t.model)) for r, t in zip(results, targets))
+            try:
+                backend = stack.enter_context(load(target.model, backend=target.backend, config=_runtime_for(target, config)))
+            except _CANNOT_START as exc:
+                if hooks.skipped is None or len(targets) == 1:
+                    raise
+                hooks.skipped(label, exc)
+                continue
+            backends[label], paths[label] = backend, str(target.model)
+        if not backends:
+            raise BenchError(f"none of the {len(targets)} runs could start (each was reported as it was skipped); nothing was measured")
+        results = benchmark_many(backends, config=config, hooks=hooks)
+    return tuple(replace(r, model=paths[r.label]) for r in results)
 
 
-def benchmark_many(backends: Mapping[str, Any], *, config: BenchConfig = BenchConfig()) -> tuple[BenchResult, ...]:
+_CANNOT_START = (BackendUnavailable, CudaError, EngineError)  # the machine, not the request: skippable in a comparison
+
+
+def benchmark_many(backends: Mapping[str, Any], *, config: BenchConfig = BenchConfig(),
+                   hooks: BenchHooks = BenchHooks()) -> tuple[BenchResult, ...]:
     """Benchmark several open backends in one process, interleaved in round-robin blocks.
 
     All shapes are checked against every backend before anything runs. Each
-    batch size is measured for all backends before moving to the next.
+    batch size is measured for all backends before moving to the next. Ctrl-C
+    raises :class:`BenchInterrupted` holding the sweep points already finished.
     """
     if not backends:
         raise BenchError("benchmark_many() got no backends; pass {label: backend}")
@@ -85,20 +114,49 @@ def benchmark_many(backends: Mapping[str, Any], *, config: BenchConfig = BenchCo
     plans = {label: plan_shapes(be, config=config, label=label) for label, be in backends.items()}
     for label, be in backends.items():
         check_transfers(be, config=config, label=label)
+    environments = {label: describe_environment(backends[label]) for label in labels}
     per_batch: dict[str, list[BatchResult]] = {label: [] for label in labels}
-    for k in range(len(plans[labels[0]])):
-        feeds = {label: make_feeds(backends[label], shapes=plans[label][k][1], config=config) for label in labels}
-        steps = {label: make_step(backends[label], feeds=feeds[label], config=config) for label in labels}
-        measured = measure_interleaved(steps, config=config)
+
+    def results() -> tuple[BenchResult, ...]:
+        return tuple(
+            BenchResult(label=label, config=config, environment=environments[label], results=tuple(per_batch[label]),
+                        model=_model_path(backends[label]))
+            for label in labels
+        )
+
+    if hooks.started is not None:
+        hooks.started(results())
+    points = len(plans[labels[0]])
+    try:
+        for k in range(points):
+            feeds = {label: make_feeds(backends[label], shapes=plans[label][k][1], config=config) for label in labels}
+            steps = {label: make_step(backends[label], feeds=feeds[label], config=config) for label in labels}
+            measured = measure_interleaved(steps, config=config, tick=_progress_tick(hooks, k, points, plans[labels[0]][k][0]),
+                                           interval_s=hooks.progress_interval_s)
+            for label in labels:
+                batch, shapes = plans[label][k]
+                actual = {n: tuple(int(d) for d in a.shape) for n, a in feeds[label].items()}
+                per_batch[label].append(_summarize(measured[label], batch=batch or axis0(actual), shapes=actual, config=config, label=label))
+            if hooks.batch_done is not None:
+                hooks.batch_done(results())
+    except KeyboardInterrupt:
+        finished = min(len(v) for v in per_batch.values())
         for label in labels:
-            batch, shapes = plans[label][k]
-            actual = {n: tuple(int(d) for d in a.shape) for n, a in feeds[label].items()}
-            per_batch[label].append(_summarize(measured[label], batch=batch or axis0(actual), shapes=actual, config=config, label=label))
-    return tuple(
-        BenchResult(label=label, config=config, environment=describe_environment(backends[label]), results=tuple(per_batch[label]),
-                    model=_model_path(backends[label]))
-        for label in labels
-    )
+            del per_batch[label][finished:]  # a point counts only when every run finished it
+        raise BenchInterrupted(results()) from None
+    return results()
+
+
+def _progress_tick(hooks: BenchHooks, point: int, points: int, batch: int | None) -> Any:
+    if hooks.progress is None:
+        return None
+    report = hooks.progress
+
+    def tick(label: str, phase: str, elapsed: float, target: float, iterations: int) -> None:
+        report(BenchProgress(point=point, points=points, batch=batch, label=label, phase=phase,
+                             elapsed_s=elapsed, target_s=target, iterations=iterations))
+
+    return tick
 
 
 def _runtime_for(target: BenchTarget, config: BenchConfig) -> RuntimeConfig:

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BenchError
+from ..errors import BenchError, Spelling, TrtkitError
 from ..spec import RuntimeConfig, Shape
 
-__all__ = ["BenchConfig", "BenchTarget", "BenchResult", "BatchResult", "Stats", "Environment", "MIN_ITERATIONS"]
+__all__ = [
+    "BenchConfig",
+    "BenchTarget",
+    "BenchResult",
+    "BatchResult",
+    "Stats",
+    "Environment",
+    "MIN_ITERATIONS",
+    "BenchProgress",
+    "BenchHooks",
+    "BenchInterrupted",
+]
 
 @dataclass(frozen=True)
 class Environment:
@@ -58,30 +69,35 @@ class BenchConfig:
     keep_raw: bool = False  # keep per-iteration latencies in the result (and the JSON)
 
     def __post_init__(self) -> None:
-        _check_number("warmup_ms", value=self.warmup_ms, flag="--warmup-ms", low=0.0, inclusive=True, example="200")
-        _check_number("duration_s", value=self.duration_s, flag="--duration", low=0.0, inclusive=False, example="3")
+        _check_number(Spelling("warmup_ms", "--warmup-ms"), value=self.warmup_ms, low=0.0, inclusive=True, example="200")
+        _check_number(Spelling("duration_s", "--duration"), value=self.duration_s, low=0.0, inclusive=False, example="3")
         if not isinstance(self.iterations, int) or self.iterations < MIN_ITERATIONS:
             raise BenchError(
-                f"iterations must be an integer >= {MIN_ITERATIONS}, got {self.iterations!r}: percentiles from "
-                f"fewer than {MIN_ITERATIONS} samples are not meaningful; use --iterations {MIN_ITERATIONS} or more"
+                f"{{iterations}} must be an integer >= {MIN_ITERATIONS}, got {self.iterations!r}: percentiles from "
+                f"fewer than {MIN_ITERATIONS} samples are not meaningful; use {MIN_ITERATIONS} or more",
+                spellings={"iterations": Spelling(python="iterations", cli="--iterations")},
             )
         if not isinstance(self.streams, int) or self.streams < 1:
-            raise BenchError(f"streams must be an integer >= 1, got {self.streams!r}; use --streams 1 or more")
+            raise BenchError(f"{{streams}} must be an integer >= 1, got {self.streams!r}; use 1 or more",
+                             spellings={"streams": Spelling(python="streams", cli="--streams")})
         object.__setattr__(self, "batches", tuple(self.batches))
         for b in self.batches:
             if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1:
-                raise BenchError(f"batch sizes must be integers >= 1, got {b!r} in {list(self.batches)}; e.g. --batch 1,8,32")
+                raise BenchError(f"batch sizes must be integers >= 1, got {b!r} in {list(self.batches)}; e.g. {{batches}}",
+                                 spellings={"batches": Spelling(python="batches=(1, 8, 32)", cli="--batch 1,8,32")})
         dupes = sorted({b for b in self.batches if self.batches.count(b) > 1})
         if dupes:
             raise BenchError(f"batch sizes {list(self.batches)} repeat {dupes}; give each batch size once")
 
 
-def _check_number(name: str, *, value: object, flag: str, low: float, inclusive: bool, example: str) -> None:
+def _check_number(option: Spelling, *, value: object, low: float, inclusive: bool, example: str) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= low if inclusive else value > low)  # type: ignore[operator]
     if not ok:
         need = f">= {low:g}" if inclusive else f"> {low:g}"
-        raise BenchError(f"{name} must be a finite number {need}, got {value!r}; e.g. {flag} {example}")
+        raise BenchError(f"{{option}} must be a finite number {need}, got {value!r}; e.g. {{example}}",
+                         spellings={"option": option,
+                                    "example": Spelling(f"{option.python}={example}", f"{option.cli} {example}")})
 
 
 @dataclass(frozen=True)
@@ -194,4 +210,46 @@ class BenchTarget:
     label: str | None = None
 
 
-# ------------------------------------------------------------------ API
+# ------------------------------------------------------------ while it runs
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """Where a running benchmark is: sent to :attr:`BenchHooks.progress` a few times a second."""
+
+    point: int  # sweep point being measured, 0-based
+    points: int  # sweep points in all
+    batch: int | None  # its batch size (None when not sweeping)
+    label: str  # the run being timed now
+    phase: str  # "warm-up" or "measure"
+    elapsed_s: float  # of this phase, for this run
+    target_s: float  # the phase's minimum time (warm-up ms, or --duration)
+    iterations: int  # timed so far in this phase, for this run
+
+
+@dataclass(frozen=True)
+class BenchHooks:
+    """Callbacks of :func:`trtkit.measure.bench.benchmark_models` / ``benchmark_many``; each is optional.
+
+    ``started(runs)``: every run is open; ``runs`` carry their environment and no results yet.
+    ``batch_done(runs)``: a sweep point finished for every run; ``runs[i].results`` hold the points so far.
+    ``progress(p)``: a :class:`BenchProgress`, at most every ``progress_interval_s``.
+    ``skipped(label, error)``: with it, a target that cannot start (not installed, no GPU, bad file)
+    is reported here and the others run; without it, the error is raised.
+    """
+
+    started: Callable[[Sequence["BenchResult"]], None] | None = None
+    batch_done: Callable[[Sequence["BenchResult"]], None] | None = None
+    progress: Callable[[BenchProgress], None] | None = None
+    skipped: Callable[[str, TrtkitError], None] | None = None
+    progress_interval_s: float = 0.1
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a benchmark. ``results`` hold every run with the sweep points that finished before it.
+
+    A KeyboardInterrupt, so callers that do not look for it stop as they would anyway.
+    """
+
+    def __init__(self, results: Sequence["BenchResult"]) -> None:
+        super().__init__(f"benchmark interrupted after {len(results[0].results) if results else 0} finished sweep point(s)")
+        self.results = tuple(results)

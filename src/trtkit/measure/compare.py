@@ -30,19 +30,23 @@ from .inputs import generate_inputs, prepare_inputs
 from ..errors import DTypeError, ShapeError, SpecError
 from .tolerance import check_tolerances, elementwise_errors
 from .run import Source, SourceConfig, is_torch_source, open_source
-from ..spec import TensorSpec, suggest_name
+from ..spec import RuntimeConfig, TensorSpec, suggest_name
 
 __all__ = ["CompareConfig", "CompareResult", "OutputComparison", "compare", "compare_arrays", "parse_tolerances", "generate_inputs"]
 
 Tolerances = tuple[tuple[str, float], ...]
+
+# compare checks the models as written: trtkit's ONNX Runtime fusions (exact up to rounding) stay off, in the
+# library and the CLI alike. Pass a SourceConfig with RuntimeConfig(fuse=True) to compare what `run` executes.
+AS_WRITTEN = RuntimeConfig(fuse=False)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """How to open each side, where inputs come from, and the tolerances (default, then per output)."""
 
-    a: SourceConfig = SourceConfig()
-    b: SourceConfig = SourceConfig()
+    a: SourceConfig = SourceConfig(runtime=AS_WRITTEN)
+    b: SourceConfig = SourceConfig(runtime=AS_WRITTEN)
     atol: float = 1e-5
     rtol: float = 1e-5
     output_atol: Tolerances = ()

@@ -284,7 +284,16 @@ def _npz_arrays(data: Any, path: Path, names: Sequence[str], *, only: str | None
 
 def _split_item(item: str) -> tuple[str | None, Path]:
     """``NAME=FILE`` or a bare ``FILE.npz`` (keys name the inputs)."""
-    if Path(item).is_file() or "=" not in item:
+    if Path(item).is_file():
+        return None, Path(item)
+    if "=" not in item:
+        name, sep, file = item.rpartition(":")
+        if sep and name and Path(file).suffix.lower() in (".npy", ".npz"):
+            # trtexec's --loadInputs spelling; read as a file name it would only say "does not exist"
+            raise SpecError(
+                f"--input {item!r}: no file has that name, and NAME:FILE is trtexec's --loadInputs spelling; "
+                f"trtkit names the input with '=': --input {name}={file}"
+            )
         return None, Path(item)
     name, _, file = item.partition("=")
     if not name or not file:

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 from .bench_types import Environment
 
-__all__ = ["SCHEMA", "describe_environment", "report_json", "format_text", "write_json", "write_plot"]
+__all__ = ["SCHEMA", "describe_environment", "report_json", "format_text", "format_head", "format_batch", "format_tail",
+           "write_json", "write_plot", "plot_figure"]
 
 SCHEMA = "trtkit-bench/1"
 
@@ -241,55 +242,87 @@ def _detail(r: "BatchResult") -> list[str]:
     return lines
 
 
-def _sweep(run: "BenchResult") -> list[str]:
-    gpu = any(r.compute is not None for r in run.results)
-    header = ["batch", "iters", "mean", "median", "p90", "p95", "p99", "min", "max", "qps", "items/s"]
-    header += ["h2d", "compute", "d2h", "enqueue"] if gpu else []
-    rows = []
-    for r in run.results:
-        s = r.latency
-        row = [str(r.batch), str(r.iterations), *(_num(getattr(s, k)) for k in ("mean", "median", "p90", "p95", "p99", "min", "max"))]
-        row += [_num(r.throughput_qps), _num(r.items_per_s)]
-        if gpu:
-            row += [_num(x.mean if x else None) for x in (r.h2d, r.compute, r.d2h, r.enqueue)]
-        rows.append(row)
-    return ["latency in ms" + ("; stage columns are means" if gpu else ""), *_table(header, rows=rows)]
+_SWEEP_KEYS = ("mean", "median", "p90", "p95", "p99", "min", "max")
+_SWEEP_WIDTH = 9  # fixed column width: sweep rows are printed one by one as each batch finishes
 
 
-def _comparison(runs: Sequence["BenchResult"]) -> list[str]:
-    lines: list[str] = []
+def _gpu(run: "BenchResult") -> bool:
+    """Stage columns: from the results when there are some, else from the device (GPU backends time stages)."""
+    if run.results:
+        return any(r.compute is not None for r in run.results)
+    return run.environment.device.startswith("cuda")
+
+
+def _sweep_header(gpu: bool) -> list[str]:
+    header = ["batch", "iters", *_SWEEP_KEYS, "qps", "items/s"] + (["h2d", "compute", "d2h", "enqueue"] if gpu else [])
+    return ["latency in ms" + ("; stage columns are means" if gpu else ""),
+            "  ".join(h.ljust(6) if i == 0 else h.rjust(_SWEEP_WIDTH) for i, h in enumerate(header))]
+
+
+def _sweep_row(r: "BatchResult", *, gpu: bool) -> str:
+    s = r.latency
+    row = [str(r.batch), str(r.iterations), *(_num(getattr(s, k)) for k in _SWEEP_KEYS), _num(r.throughput_qps), _num(r.items_per_s)]
+    if gpu:
+        row += [_num(x.mean if x else None) for x in (r.h2d, r.compute, r.d2h, r.enqueue)]
+    return "  ".join(c.ljust(6) if i == 0 else c.rjust(_SWEEP_WIDTH) for i, c in enumerate(row))
+
+
+def _comparison_block(runs: Sequence["BenchResult"], k: int) -> list[str]:
     header = ("run", "batch", "iters", "mean", "median", "p90", "p99", "qps", "items/s", "latency x", "throughput x")
-    sweep = bool(runs[0].config.batches)
-    for k, base in enumerate(runs[0].results):
-        rows = []
-        for run in runs:
-            r = run.results[k]
-            rows.append((run.label, str(r.batch or "-"), str(r.iterations),
-                         *(_num(getattr(r.latency, f)) for f in ("mean", "median", "p90", "p99")),
-                         _num(r.throughput_qps), _num(r.items_per_s),
-                         f"{r.latency.mean / base.latency.mean:.3g}", f"{throughput_ratio(r, base=base):.3g}"))
-        title = f"batch {base.batch}" if sweep else "each run at its own input shapes"
-        lines += ["", f"{title} (latency in ms; x = ratio to {runs[0].label}'s mean latency and items/s)", *_table(header, rows=rows)]
-    return lines
+    base = runs[0].results[k]
+    rows = []
+    for run in runs:
+        r = run.results[k]
+        rows.append((run.label, str(r.batch or "-"), str(r.iterations),
+                     *(_num(getattr(r.latency, f)) for f in ("mean", "median", "p90", "p99")),
+                     _num(r.throughput_qps), _num(r.items_per_s),
+                     f"{r.latency.mean / base.latency.mean:.3g}", f"{throughput_ratio(r, base=base):.3g}"))
+    title = f"batch {base.batch}" if runs[0].config.batches else "each run at its own input shapes"
+    return ["", f"{title} (latency in ms; x = ratio to {runs[0].label}'s mean latency and items/s)", *_table(header, rows=rows)]
 
 
-def format_text(runs: Sequence["BenchResult"]) -> str:
-    """The human report: a trtexec-style summary, a sweep table, or a side-by-side comparison."""
+def _is_sweep(runs: Sequence["BenchResult"]) -> bool:
+    return len(runs) == 1 and len(runs[0].config.batches) > 1
+
+
+def format_head(runs: Sequence["BenchResult"]) -> str:
+    """The lines before any figures: where each run runs (and a sweep's table header)."""
     lines = [_describe_run(run) for run in runs]
     streams = runs[0].config.streams
     if streams > 1:
         lines.append(f"{streams} concurrent streams: latency is per inference, throughput counts all streams")
+    if _is_sweep(runs):
+        lines += _sweep_header(_gpu(runs[0]))
+    return "\n".join(lines)
+
+
+def format_batch(runs: Sequence["BenchResult"], k: int) -> str:
+    """The figures of sweep point ``k`` (every run has finished it): a sweep row, a comparison block or the summary."""
     if len(runs) > 1:
-        lines += _comparison(runs)
-    elif len(runs[0].results) == 1:
-        lines += _detail(runs[0].results[0])
-    else:
-        lines += _sweep(runs[0])
+        return "\n".join(_comparison_block(runs, k))
+    if _is_sweep(runs):
+        return _sweep_row(runs[0].results[k], gpu=_gpu(runs[0]))
+    return "\n".join(_detail(runs[0].results[k]))
+
+
+def format_tail(runs: Sequence["BenchResult"]) -> str:
+    """The warnings of every finished result."""
+    lines = []
     for run in runs:
         for r in run.results:
-            where = f"{run.label}" + (f", batch {r.batch}" if len(run.results) > 1 else "")
+            where = f"{run.label}" + (f", batch {r.batch}" if len(run.config.batches) > 1 else "")
             lines += [f"warning: [{where}] {w}" for w in r.warnings]
     return "\n".join(lines)
+
+
+def format_text(runs: Sequence["BenchResult"]) -> str:
+    """The human report: a trtexec-style summary, a sweep table, or a side-by-side comparison.
+
+    It is :func:`format_head`, :func:`format_batch` for each sweep point, then :func:`format_tail`,
+    which is how ``trtkit bench`` prints it while it runs.
+    """
+    parts = [format_head(runs), *(format_batch(runs, k) for k in range(len(runs[0].results))), format_tail(runs)]
+    return "\n".join(p for p in parts if p)
 
 
 # ----------------------------------------------------------------- plot
@@ -298,15 +331,64 @@ _PERCENTILE_STYLES: tuple[tuple[str, Any], ...] = (("median", "-"), ("p90", "--"
 
 
 def write_plot(runs: Sequence["BenchResult"], *, path: str | os.PathLike[str]) -> None:
-    """PNG of latency percentiles and throughput vs batch size, one colour per run."""
+    """PNG of latency percentiles and throughput: vs batch size when sweeping (one colour per run),
+    else as bars (one group per run), since a line through one point shows nothing."""
+    fig = plot_figure(runs)
+    with atomic_output(path, what="--plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_figure(runs: Sequence["BenchResult"]) -> Any:
+    """The matplotlib Figure that :func:`write_plot` saves."""
     from .._optional import require
 
     require("matplotlib", purpose="bench --plot")
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend (renders with Agg)
-    from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     lat_ax, thr_ax = fig.subplots(1, 2)
+    if len(runs[0].results) > 1:
+        _plot_sweep(runs, lat_ax, thr_ax)
+    else:
+        _plot_bars(runs, lat_ax, thr_ax)
+    devices = ", ".join(dict.fromkeys(r.environment.device for r in runs))
+    fig.suptitle(f"trtkit bench: {', '.join(r.label for r in runs)} on {devices}", fontsize="medium")
+    return fig
+
+
+def _plot_bars(runs: Sequence["BenchResult"], lat_ax: Any, thr_ax: Any) -> None:
+    """One sweep point: grouped bars of the latency percentiles per run, and a throughput bar per run."""
+    keys = [k for k, _ in _PERCENTILE_STYLES]
+    width = 0.8 / len(runs)
+    for i, run in enumerate(runs):
+        r = run.results[0]
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(keys))]
+        bars = lat_ax.bar(xs, [getattr(r.latency, k) for k in keys], width, color=f"C{i % 10}", label=run.label)
+        lat_ax.bar_label(bars, fmt="%.3g", fontsize="x-small", padding=2)
+    lat_ax.set_xticks(range(len(keys)), keys)
+    lat_ax.set_ylabel("latency (ms)")
+    lat_ax.set_title("Latency percentiles")
+    labels = [run.label for run in runs]
+    values = [run.results[0].items_per_s or run.results[0].throughput_qps for run in runs]
+    bars = thr_ax.bar(range(len(runs)), values, 0.6, color=[f"C{i % 10}" for i in range(len(runs))])
+    thr_ax.bar_label(bars, fmt="%.4g", fontsize="small", padding=2)
+    thr_ax.set_xticks(range(len(runs)), labels, rotation=15 if len(runs) > 2 else 0, ha="right" if len(runs) > 2 else "center")
+    batch = runs[0].results[0].batch
+    thr_ax.set_ylabel("throughput (items/s)" if all(run.results[0].items_per_s for run in runs) else "throughput (qps)")
+    thr_ax.set_title("Throughput" + (f" at batch {batch}" if batch else ""))
+    for ax in (lat_ax, thr_ax):
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.margins(y=0.15)
+    lat_ax.set_ylim(bottom=0)
+    thr_ax.set_ylim(bottom=0)
+    if len(runs) > 1:
+        lat_ax.legend(loc="upper left", fontsize="small")
+
+
+def _plot_sweep(runs: Sequence["BenchResult"], lat_ax: Any, thr_ax: Any) -> None:
+    from matplotlib.lines import Line2D
+
     colors = [f"C{i % 10}" for i in range(len(runs))]
     xs_all: set[int] = set()
     tops = {lat_ax: 0.0, thr_ax: 0.0}
@@ -336,7 +418,3 @@ def write_plot(runs: Sequence["BenchResult"], *, path: str | os.PathLike[str]) -
     thr_ax.set_ylabel("throughput (items/s)")
     thr_ax.set_title("Throughput")
     thr_ax.legend(loc="best", fontsize="small")
-    devices = ", ".join(dict.fromkeys(r.environment.device for r in runs))
-    fig.suptitle(f"trtkit bench: {', '.join(r.label for r in runs)} on {devices}", fontsize="medium")
-    with atomic_output(path, what="--plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)

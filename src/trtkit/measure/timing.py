@@ -21,7 +21,7 @@ from ..spec import Shape, ShapeProfile, TensorSpec, format_shape, format_shapes,
 if TYPE_CHECKING:
     from .bench_types import BenchConfig
 
-__all__ = ["BLOCK_FRACTION", "Step", "Run", "plan_shapes", "axis0", "make_feeds", "check_transfers", "make_step", "measure_interleaved"]
+__all__ = ["BLOCK_FRACTION", "Step", "Tick", "Run", "plan_shapes", "axis0", "make_feeds", "check_transfers", "make_step", "measure_interleaved"]
 
 BLOCK_FRACTION = 10  # interleaved runs alternate in blocks of duration / BLOCK_FRACTION
 
@@ -165,24 +165,46 @@ class Run:
         return self.walltime_s >= config.duration_s and len(self.samples) >= config.iterations
 
 
-def measure_interleaved(steps: Mapping[str, Step], *, config: "BenchConfig") -> dict[str, Run]:
-    """Warm every backend up, then alternate timed blocks until each has run long and often enough."""
+Tick = Callable[[str, str, float, float, int], None]  # (label, phase, elapsed s, target s, iterations) -> None
+
+
+def measure_interleaved(steps: Mapping[str, Step], *, config: "BenchConfig", tick: Tick | None = None,
+                        interval_s: float = 0.1) -> dict[str, Run]:
+    """Warm every backend up, then alternate timed blocks until each has run long and often enough.
+
+    ``tick`` (optional) hears where the loop is, at most every ``interval_s`` seconds, from inside the loop
+    (one clock comparison per iteration when it is quiet).
+    """
     runs = {label: Run() for label in steps}
+    warm_s = config.warmup_ms / 1e3
     for label, step in steps.items():
-        warm, wall = _run_block(step, seconds=config.warmup_ms / 1e3, iterations=1 if config.warmup_ms > 0 else 0, streams=config.streams)
+        report = _block_tick(tick, label, "warm-up", warm_s, before_s=0.0, before_n=0)
+        warm, wall = _run_block(step, seconds=warm_s, iterations=1 if config.warmup_ms > 0 else 0,
+                                streams=config.streams, tick=report, interval_s=interval_s)
         runs[label].warmup_iterations, runs[label].warmup_s = len(warm), wall
     block_s = config.duration_s if len(steps) == 1 else config.duration_s / BLOCK_FRACTION
     while not all(r.done(config) for r in runs.values()):
         for label, step in steps.items():
             run = runs[label]
             need = max(config.iterations - len(run.samples), 1) if len(steps) == 1 else 1
-            samples, wall = _run_block(step, seconds=block_s, iterations=need, streams=config.streams)
+            report = _block_tick(tick, label, "measure", config.duration_s, before_s=run.walltime_s, before_n=len(run.samples))
+            samples, wall = _run_block(step, seconds=block_s, iterations=need, streams=config.streams,
+                                       tick=report, interval_s=interval_s)
             run.samples += samples
             run.walltime_s += wall
     return runs
 
 
-def _run_block(step: Step, *, seconds: float, iterations: int, streams: int) -> tuple[list[tuple[float, Any]], float]:
+def _block_tick(tick: Tick | None, label: str, phase: str, target_s: float, *, before_s: float,
+                before_n: int) -> Callable[[float, int], None] | None:
+    """A block's (elapsed, iterations) made into the run's totals for ``tick``."""
+    if tick is None:
+        return None
+    return lambda elapsed, n: tick(label, phase, before_s + elapsed, target_s, before_n + n)
+
+
+def _run_block(step: Step, *, seconds: float, iterations: int, streams: int,
+               tick: Callable[[float, int], None] | None = None, interval_s: float = 0.1) -> tuple[list[tuple[float, Any]], float]:
     """Run ``step`` for at least ``seconds`` and ``iterations`` (over all streams); return samples and walltime."""
     if seconds <= 0 and iterations <= 0:
         return [], 0.0
@@ -190,14 +212,20 @@ def _run_block(step: Step, *, seconds: float, iterations: int, streams: int) -> 
         samples: list[tuple[float, Any]] = []
         clock = time.perf_counter
         start = clock()
+        next_tick = start if tick is not None else float("inf")
         while True:
             samples.append(step())
-            if len(samples) >= iterations and clock() - start >= seconds:
-                return samples, clock() - start
-    return _run_threads(step, seconds=seconds, iterations=iterations, streams=streams)
+            now = clock()
+            if now >= next_tick:
+                tick(now - start, len(samples))  # type: ignore[misc]
+                next_tick = now + interval_s
+            if len(samples) >= iterations and now - start >= seconds:
+                return samples, now - start
+    return _run_threads(step, seconds=seconds, iterations=iterations, streams=streams, tick=tick, interval_s=interval_s)
 
 
-def _run_threads(step: Step, *, seconds: float, iterations: int, streams: int) -> tuple[list[tuple[float, Any]], float]:
+def _run_threads(step: Step, *, seconds: float, iterations: int, streams: int,
+                 tick: Callable[[float, int], None] | None = None, interval_s: float = 0.1) -> tuple[list[tuple[float, Any]], float]:
     """``streams`` host threads call ``step`` concurrently (trtexec's --infStreams; the backend must be thread-safe)."""
     samples: list[tuple[float, Any]] = []
     errors: list[BaseException] = []
@@ -221,6 +249,8 @@ def _run_threads(step: Step, *, seconds: float, iterations: int, streams: int) -
     for t in threads:
         t.start()
     try:
+        while tick is not None and not stop.wait(interval_s):  # the main thread reports while the workers run
+            tick(time.perf_counter() - start, len(samples))
         for t in threads:
             t.join()
     finally:  # Ctrl-C lands here in the main thread: let the workers finish their call before backends close

@@ -38,7 +38,10 @@ class TritonOptions:
     ``max_batch`` None derives it: the engine profiles' smallest max batch, or 8
     for a model whose batch axis is dynamic without profiles (ONNX); 0 when the
     batch axis is static. ``preferred_batch`` () derives it from the profiles'
-    opt batch sizes. ``dynamic_batching`` False writes no ``dynamic_batching``.
+    opt batch sizes (none for ONNX). ``dynamic_batching`` False writes no
+    ``dynamic_batching``. ``threads`` sets ONNX Runtime's intra-op threads in the
+    Python backend (on a CPU shared with Triton and its clients, 1 avoids ORT's
+    spinning pool taking the cores they need; see docs/deploy.md).
     """
 
     name: str | None = None
@@ -51,6 +54,7 @@ class TritonOptions:
     warmup: bool = True
     ort_tensorrt: bool = False  # onnxruntime_onnx: enable ONNX Runtime's TensorRT execution accelerator
     device: str = "cpu"  # python backend: trtkit runtime device ("cpu" = ORT CPU, "cuda" = ORT CUDA / TensorRT)
+    threads: int | None = None  # python backend: ONNX Runtime intra-op threads per instance (None = ORT's default)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -65,6 +69,10 @@ class TritonOptions:
             raise SpecError(f"--preferred-batch sizes must be >= 1, got {','.join(map(str, self.preferred_batch))}")
         if self.ort_tensorrt and self.backend != "native":
             raise SpecError("--ort-tensorrt applies to --backend native (onnxruntime_onnx) only; drop one of them")
+        if self.threads is not None and self.threads < 1:
+            raise SpecError(f"--threads must be >= 1, got {self.threads}")
+        if self.threads is not None and self.backend != "python":
+            raise SpecError("--threads applies to --backend python (trtkit runs the model); drop one of them")
         if self.device not in ("cpu", "cuda"):
             raise SpecError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -126,6 +134,11 @@ def preferred_sizes(facts: ModelFacts, options: TritonOptions, max_batch: int, *
                 f"{max_batch}; Triton refuses such a config. Use sizes <= {max_batch}"
             )
         return sorted(set(options.preferred_batch))
+    if not facts.profiles:
+        # ONNX Runtime (and trtkit in the Python backend) has no batch size it runs best: no preferred sizes,
+        # so the batcher sends what queued while the instance was busy instead of holding requests for the
+        # queue delay in the hope of a "preferred" batch (benchmarks/serve.py measured that wait at c=1)
+        return []
     opts = {p[s.name].opt[0] for p in facts.profiles for s in facts.inputs if s.name in p}
     return sorted(b for b in opts | {max_batch} if 1 < b <= max_batch) or [max_batch]
 
@@ -165,6 +178,7 @@ def model_config(
     for spec in outs:
         cfg.output.add(name=spec.name, data_type=_dtype(spec, name), dims=_dims(spec, batched))
     if batched and options.dynamic_batching:
+        cfg.dynamic_batching.SetInParent()  # present even with no preferred sizes and a zero delay
         cfg.dynamic_batching.preferred_batch_size.extend(preferred_sizes(facts, options, mbs, model=name))
         cfg.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     _instances(cfg, facts, options, gpu=gpu)

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DTypeError, TaskError
+
 __all__ = ["from_pb", "to_pb", "json_tensor"]
 
 _DLTENSOR = b"dltensor"
@@ -74,13 +76,19 @@ def to_pb(pb_utils: Any, name: str, array: Any) -> Any:
     if not arr.flags.writeable:  # legacy DLPack cannot signal read-only: export a copy
         arr = arr.copy()
     if arr.dtype.kind not in _KINDS:
-        raise TypeError(f"output {name!r}: dtype {arr.dtype} cannot cross DLPack; send numbers or UINT8 bytes")
+        raise DTypeError(
+            f"output {name!r}: dtype {arr.dtype} cannot be handed to Triton's Python backend (DLPack takes bool, "
+            "integer and float arrays); encode text or objects as UTF-8 in a uint8 array, as json_tensor does"
+        )
     if arr.ndim == 0:
         arr = arr.reshape(1)
     capsule = arr.__dlpack__()
     managed = _api.PyCapsule_GetPointer(capsule, _NAME_LIVE)
     if _api.PyCapsule_SetName(capsule, _NAME_USED) != 0:  # NumPy's destructor now leaves it alone
-        raise RuntimeError("could not mark a DLPack capsule consumed")
+        raise TaskError(
+            f"output {name!r}: PyCapsule_SetName refused to mark NumPy's DLPack capsule consumed; the tensor was "
+            "not sent. This is a trtkit bug: please report it with your NumPy and Python versions"
+        )
     # The array is C-contiguous: say so the DLPack way (strides NULL). NumPy exports explicit strides, and
     # the stub's own contiguity check rejects valid ones for empty arrays. DLTensor layout: data (8),
     # device (8), ndim (4), dtype (4), shape (8), strides (8) -> strides at byte 32. NumPy allocates shape

@@ -90,7 +90,10 @@ def _default_name(path: Path) -> str:
 
 
 def _runtime(options: TritonOptions) -> dict[str, Any]:
-    return {"device": options.device}
+    runtime: dict[str, Any] = {"device": options.device}
+    if options.threads is not None:
+        runtime["threads"] = options.threads
+    return runtime
 
 
 def _model_file(facts: ModelFacts) -> str:

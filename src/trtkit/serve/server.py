@@ -43,12 +43,14 @@ from typing import Callable, TextIO
 
 from ..errors import BackendUnavailable, SpecError, TrtkitError
 
-__all__ = ["ServerConfig", "TritonServer", "find_tritonserver", "free_port", "INSTALL_HINT"]
+__all__ = ["ServerConfig", "TritonServer", "find_tritonserver", "free_port", "INSTALL_COMMAND", "INSTALL_HINT"]
 
-INSTALL_HINT = (
-    "pip install 'trtkit[serve]' && pip install --no-deps nvidia-pytriton==0.7.0  "
-    "(--no-deps: the wheel pins numpy<2, which trtkit does not need; only its tritonserver binary is used)"
-)
+# The one command that installs the server binary. Not part of the `serve` extra: nvidia-pytriton pins
+# numpy<2 for its own Python code (unused by trtkit), so a dependency on it would downgrade NumPy; --no-deps
+# installs only its tritonserver binary and Python-backend stubs. PyPI has no other tritonserver wheel
+# (the `tritonserver` project is a placeholder there).
+INSTALL_COMMAND = "pip install --no-deps nvidia-pytriton==0.7.0"
+INSTALL_HINT = f"{INSTALL_COMMAND} (after pip install 'trtkit[serve]'; --no-deps keeps NumPy 2)"
 
 
 class ServerError(TrtkitError):
@@ -130,8 +132,8 @@ def find_tritonserver(explicit: str | None = None) -> _Install:
     if on_path:
         return _standard_install(Path(on_path))
     raise BackendUnavailable(
-        "no tritonserver binary found (not in the nvidia-pytriton wheel, not on PATH, TRTKIT_TRITONSERVER unset). "
-        f"Install it with: {INSTALL_HINT}; or run inside the NGC container nvcr.io/nvidia/tritonserver"
+        "trtkit serve needs a tritonserver binary and found none (no nvidia-pytriton wheel, none on PATH, "
+        f"TRTKIT_TRITONSERVER unset); install it with: {INSTALL_HINT}"
     )
 
 
@@ -156,6 +158,15 @@ def _tree_pids(pid: int) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of ``pid`` in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
 
 
 def _rss_bytes(pid: int) -> int:
@@ -265,6 +276,12 @@ class TritonServer:
     def memory_bytes(self) -> int:
         """Resident memory of the server and its Python-backend stub processes."""
         return sum(_rss_bytes(p) for p in _tree_pids(self._proc.pid)) if self._proc is not None else 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server and its live Python-backend stubs."""
+        if self._proc is None:
+            return 0.0
+        return sum(_cpu_ticks(p) for p in _tree_pids(self._proc.pid)) / os.sysconf("SC_CLK_TCK")
 
     def wait(self) -> int:
         """Block until the server exits; its exit code."""

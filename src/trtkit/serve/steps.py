@@ -257,26 +257,9 @@ class TaskPostprocess(_TaskStep):
         outputs = {name: self._input(request, name) for name in self.model_outputs}
         meta = meta_from_json(json.loads(self._input(request, META).tobytes().decode("utf-8")))
         if self.step["task"] == "ocr":
-            result = self._read_text(decode_image(self._input(request, IMAGE)), outputs, meta)
+            boxes = self.task.detector.postprocess(outputs, meta)
+            result = self.task.read_lines(decode_image(self._input(request, IMAGE)), boxes)
         else:
             result = self.task.postprocess(outputs, meta)
         tensors = [to_pb(self.pb, n, v) for n, v in task_outputs(self.step["task"], result).items()]
         return tensors + [json_tensor(self.pb, JSON_OUT, result.to_json())]
-
-    def _read_text(self, rgb: np.ndarray, det_outputs: dict[str, np.ndarray], meta: Any) -> Any:
-        """OcrPipeline.__call__ after its detector ran: boxes -> crops -> (orientation) -> recognition."""
-        from ..tasks.ocr import OcrLine, OcrResult
-        from ..tasks.ocr.det import crop_line
-
-        pipeline = self.task
-        boxes = pipeline.detector.postprocess(det_outputs, meta)
-        crops = [crop_line(rgb, box) for box in boxes]
-        flipped = [False] * len(crops)
-        if pipeline.classifier is not None and crops:
-            crops, flipped = pipeline.classifier.orient(crops)
-        read = pipeline.recognizer.recognize(crops) if crops else []
-        return OcrResult(tuple(
-            OcrLine(text, score, tuple((float(x), float(y)) for x, y in box), rotated)
-            for (text, score), box, rotated in zip(read, boxes, flipped)
-            if score >= pipeline.config.text_score and text
-        ))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,6 @@ __all__ = [
     "letterbox",
     "resize_short",
     "center_crop",
-    "to_tensor",
     "nms",
     "CV2_NMS_MAX_BOXES",
     "scale_boxes",
@@ -176,16 +175,6 @@ def center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         h, w = image.shape[:2]
     top, left = int(round((h - th) / 2)), int(round((w - tw) / 2))
     return image[top : top + th, left : left + tw]
-
-
-def to_tensor(
-    image: np.ndarray, *, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)
-) -> np.ndarray:
-    """``HxWx3`` uint8 -> ``1x3xHxW`` float32 with ``(pixel - mean) / std`` per channel."""
-    m = np.asarray(mean, np.float32).reshape(1, 1, 3)
-    inv = (1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3)
-    chw = ((image.astype(np.float32) - m) * inv).transpose(2, 0, 1)
-    return np.ascontiguousarray(chw[None])
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

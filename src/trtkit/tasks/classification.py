@@ -1,47 +1,59 @@
 """Image classification: resize, centre-crop, normalize -> top-k classes with labels.
 
 Defaults follow the ImageNet convention (resize short side 256, centre-crop
-224, ImageNet mean/std on 0..255 pixels), which is what efficientnet_lite0 and
-torchvision-style models expect. Softmax is applied only when the outputs are
+224, RGB, pixel/255 then ImageNet mean/std), which is what efficientnet_lite0,
+VGG16 from the ONNX model zoo and torchvision-style models expect. That
+normalisation is one preset among several (``ClassifierConfig.preset`` /
+``--preset``: imagenet, inception, caffe, unit, raw; see
+:data:`~trtkit.tasks.preprocess.CLASSIFY_PRESETS`), and
+``ClassifierConfig.preprocess`` overrides single fields (``--scale``,
+``--mean``, ``--std``, ``--bgr``). Softmax is applied only when the outputs are
 logits (values outside [0, 1] or rows that do not sum to ~1), so a model that
 already ends in Softmax is not squashed twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from ..errors import TaskError
-from ._image import center_crop, resize_short, to_tensor
+from ._image import center_crop, resize_short
 from .base import Task, describe_outputs, input_dtype, model_metadata
+from .preprocess import CLASSIFY_PRESETS, Preprocess
 
 __all__ = ["ClassifierConfig", "Classification", "Classifier", "labels_from_metadata"]
-
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Preprocessing and output options. ``crop=None`` takes the model's static input size (else 224);
-    ``resize=None`` takes ``round(crop / 0.875)`` (256 for 224). ``softmax=None`` detects logits."""
+    ``resize=None`` takes ``round(crop / 0.875)`` (256 for 224). ``softmax=None`` detects logits.
+    ``preset`` names the normalisation (:data:`CLASSIFY_PRESETS`); ``preprocess`` overrides its fields."""
 
     top_k: int = 5
     resize: int | None = None
     crop: int | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    preset: str = "imagenet"
+    preprocess: Preprocess = field(default_factory=Preprocess)
     labels: tuple[str, ...] = ()
     softmax: bool | None = None
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise TaskError(f"top_k (--top-k) must be >= 1 (got {self.top_k}); e.g. --top-k 5")
-        if any(s == 0 for s in self.std):
-            raise TaskError(f"ClassifierConfig.std must not contain 0, got {self.std}")
+        if self.preset not in CLASSIFY_PRESETS:
+            raise TaskError(
+                f"ClassifierConfig.preset (--preset) {self.preset!r} is unknown; choose one of {', '.join(CLASSIFY_PRESETS)}"
+            )
+        if self.preprocess.pad is not None or self.preprocess.pad_value is not None:
+            raise TaskError("classification resizes and centre-crops, it does not pad: drop --pad / Preprocess.pad")
+
+    @property
+    def preprocessing(self) -> Preprocess:
+        """The preset with the overrides applied."""
+        return self.preprocess.over(CLASSIFY_PRESETS[self.preset])
 
 
 @dataclass(frozen=True)
@@ -163,8 +175,16 @@ class Classifier(Task[ClassifierConfig, Classification]):
         resize = self.config.resize or int(round(min(ch, cw) / 0.875))
         crop = center_crop(resize_short(image, resize), (ch, cw))
         spec = self.inputs[0]
-        tensor = to_tensor(crop, mean=self.config.mean, std=self.config.std).astype(input_dtype(spec), copy=False)
-        return {spec.name: tensor}, None
+        return {spec.name: self.config.preprocessing.to_tensor(crop, input_dtype(spec))}, None
+
+    def describe(self) -> str:
+        """One line: the preprocessing used (preset and overrides)."""
+        ch, cw = self._crop_size()
+        resize = self.config.resize or int(round(min(ch, cw) / 0.875))
+        given = self.config.preprocess.given()
+        over = f", overridden: {', '.join(given)}" if given else ""
+        return (f"classify: resize short side {resize}, centre-crop {ch}x{cw}; preprocessing "
+                f"{self.config.preprocessing.describe()} (preset {self.config.preset}{over})")
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: None) -> Classification:
         row = np.asarray(outputs[self.outputs[0].name], np.float32).reshape(-1)

@@ -75,20 +75,20 @@ class LetterboxParams:
 
 
 def letterbox_params(task: Any) -> LetterboxParams:
-    """The letterbox a Detector or FaceDetector applies in ``preprocess`` (their configs' values)."""
-    from .detection import Detector
-    from .face import FaceDetector
-
-    if isinstance(task, Detector):
-        c = task.config
-        h, w = task.input_size
-        return LetterboxParams((int(h), int(w)), float(c.pad_value), c.center, (c.mean,) * 3, (c.scale,) * 3, c.bgr)
-    if isinstance(task, FaceDetector):  # FaceDetector.preprocess: pad 0 bottom/right, (pixel - 127.5) / 128
-        h, w = task.input_size
-        return LetterboxParams((int(h), int(w)), 0.0, False, (127.5,) * 3, (1 / 128,) * 3, False)
-    raise TaskError(
-        f"preprocessing in the graph supports letterbox tasks (detect, face); got {type(task).__name__}. "
-        "Stream it with task.stream() instead"
+    """The letterbox a detect/face task applies in ``preprocess`` (its resolved ``preprocessing``:
+    ``(pixel * scale - mean) / std`` == ``(pixel - mean / scale) * (scale / std)``)."""
+    pre = getattr(task, "preprocessing", None)
+    size = getattr(task, "input_size", None)
+    if pre is None or size is None or getattr(pre, "pad", None) is None:
+        raise TaskError(
+            f"preprocessing in the graph supports letterbox tasks (detect, face); got {type(task).__name__}. "
+            "Stream it with task.stream() instead"
+        )
+    h, w = size
+    mean = tuple(float(m) / pre.scale for m in pre.mean)
+    scale = tuple(pre.scale / float(s) for s in pre.std)
+    return LetterboxParams(
+        (int(h), int(w)), float(int(round(pre.pad_value))), pre.pad == "center", mean, scale, bool(pre.bgr)  # type: ignore[arg-type]
     )
 
 

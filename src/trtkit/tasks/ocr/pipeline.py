@@ -60,10 +60,11 @@ class OcrResult:
         ]
 
     def draw(self, image: np.ndarray) -> np.ndarray:
-        """Boxes and their text. cv2's font is ASCII only: other characters are drawn as '?'."""
-        from ..draw import draw_polygons
+        """Numbered boxes on the image and their text in a side panel (readable on dense pages).
+        cv2's font is ASCII only: other characters are drawn as '?'."""
+        from ..draw import draw_text_panel
 
-        return draw_polygons(image, [np.asarray(line.box) for line in self.lines], labels=[line.text for line in self.lines])
+        return draw_text_panel(image, [np.asarray(line.box) for line in self.lines], [line.text for line in self.lines])
 
 
 class OcrPipeline:
@@ -132,12 +133,20 @@ class OcrPipeline:
     # ------------------------------------------------------------ running
     def __call__(self, image: ImageInput) -> OcrResult:
         from .._image import as_rgb
-        from .det import crop_line
 
         if self._closed:
             raise TaskError("OcrPipeline was used after close(); create a new one")
         rgb = as_rgb(image)
-        boxes = self.detector(rgb)
+        return self.read_lines(rgb, self.detector(rgb))
+
+    def read_lines(self, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> OcrResult:
+        """The stages after detection: crop each detected box out of ``rgb`` (RGB uint8 HxWx3), turn
+        it upright (direction classifier), recognize it. For callers that ran the detector elsewhere
+        (the Triton ensemble runs it as its own step, then its postprocess calls this)."""
+        from .det import crop_line
+
+        if self._closed:
+            raise TaskError("OcrPipeline was used after close(); create a new one")
         crops = [crop_line(rgb, box) for box in boxes]
         flipped = [False] * len(crops)
         if self.classifier is not None and crops:
