@@ -123,3 +123,144 @@ def test_top_k_is_validated_with_the_flag_name(cli, assets):
     args = ["predict", "--task", "classify", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png"]
     assert_clean_error(cli(*args, "--top-k", "0"), "(--top-k) must be >= 1 (got 0)")
     assert_clean_error(cli(*args, "--top-k", "5000"), "--top-k", "5000", "number of classes (1000)")
+
+
+# ---------------------------------------------------------------- real inputs: directories, globs, videos, Ctrl-C
+
+def _write_video(path, assets, frames: int, size=(160, 128)):
+    names = sorted((assets / "images").iterdir())
+    imgs = [cv2.resize(cv2.imread(str(p)), size) for p in names]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    for i in range(frames):
+        writer.write(imgs[i % len(imgs)])
+    writer.release()
+
+
+def test_directory_of_mixed_valid_and_broken_files_loses_and_reorders_nothing(cli, assets, tmp_path):
+    import shutil
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    layout = {  # name -> valid image?
+        "a_astronaut.png": True, "b_broken.jpg": False, "c_coffee.png": True, "d_empty.png": False,
+        "sub/e_chelsea.png": True, "sub/f_text.jpg": False, "sub/g_newton.png": True,
+    }
+    for name, valid in layout.items():
+        if valid:
+            shutil.copy(assets / "images" / name.split("_", 1)[1], src / name)
+        else:
+            (src / name).write_bytes(b"" if "empty" in name else b"this is not an image")
+    (src / "readme.txt").write_text("ignored: not an image extension")
+    out = tmp_path / "out"
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), src, "--json", "--batch", "3", "--workers", "2", "--save-dir", out)
+    assert r.code == 1 and "Traceback" not in r.err, r
+    records = json.loads(r.out)
+    expected_order = sorted(layout, key=lambda n: n.split("/"))
+    valid = [n for n in expected_order if layout[n]]
+    assert [rec["image"] for rec in records] == [str(src / n) for n in valid]  # in order, none lost
+    for name in expected_order:
+        if not layout[name]:
+            assert f"error: {src / name}:" in r.err
+    assert f"error: 3 of {len(layout)} input(s) failed" in r.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{n.rsplit('/', 1)[-1].rsplit('.', 1)[0]}.{ext}" for n in valid for ext in ("json", "png")
+    )
+
+
+def test_video_writes_annotated_mp4_and_one_json_line_per_frame(cli, assets, tmp_path):
+    video = tmp_path / "clip.mp4"
+    _write_video(video, assets, frames=12)
+    out = tmp_path / "out"
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), video, assets / "images" / "astronaut.png", "--save-dir", out)
+    assert r.code == 0, r
+    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    assert [rec["frame"] for rec in lines] == list(range(12))
+    assert lines[3]["image"] == f"{video}#3" and lines[0]["task"] == "detect"
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12 and int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 160
+    cap.release()
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.json", "astronaut.png", "clip.jsonl", "clip.mp4"]
+    assert r.out.index(f"{video}#11:") < r.out.index("astronaut.png:")  # input order
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_whole_files(assets, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    video = tmp_path / "long.mp4"
+    _write_video(video, assets, frames=3000)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtkit", "predict", "--task", "detect", str(asset_model("yolov8n")), str(video),
+         "--save-dir", str(out), "--batch", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    partial = out / ".long.jsonl.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and partial.stat().st_size > 2000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "is kept" in err and "Traceback" not in err
+    assert sorted(os.listdir(out)) == ["long.jsonl", "long.mp4"]  # renamed into place, no temp files left
+    lines = [json.loads(line) for line in (out / "long.jsonl").read_text().splitlines()]  # every line whole
+    assert 0 < len(lines) < 3000 and [rec["frame"] for rec in lines] == list(range(len(lines)))
+    cap = cv2.VideoCapture(str(out / "long.mp4"))
+    ok, _ = cap.read()
+    assert ok  # a playable video of the frames done so far
+    cap.release()
+
+
+def test_missing_opencv_is_reported_once(assets, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['cv2'] = None\n"  # as if opencv were not installed
+        "from trtkit.cli import main\n"
+        f"sys.exit(main(['predict', '--task', 'detect', {str(asset_model('yolov8n'))!r}, {str(assets / 'images')!r}]))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("OpenCV") == 1 and "pip install" in r.stderr, r.stderr
+
+
+def test_stream_flag_reads_what_opencv_opens_and_names_unopenable_streams(cli, assets, tmp_path):
+    video = tmp_path / "cam.avi"
+    _write_video(video, assets, frames=5)
+    r = cli("predict", "--task", "classify", asset_model("efficientnet_lite0"), "--stream", video, "--json")
+    assert r.code == 0, r
+    assert [rec["image"] for rec in json.loads(r.out)] == [f"{video}#{i}" for i in range(5)]
+    bad = cli("predict", "--task", "classify", asset_model("efficientnet_lite0"), "--stream", tmp_path / "nope.sdp")
+    assert bad.code == 1 and "cannot open video" in bad.err and "Traceback" not in bad.err, bad
+
+
+def test_progress_line_shows_count_and_rate():
+    from trtkit.cli.predict import _Progress
+
+    class Tty:
+        text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.text += s
+
+        def flush(self):
+            pass
+
+    out = Tty()
+    progress = _Progress(10, out=out)
+    for _ in range(10):
+        progress.advance()
+    progress.done()
+    assert "10/10" in out.text and "img/s" in out.text and out.text.endswith("\n")
+    quiet = Tty()
+    quiet.isatty = lambda: False
+    _Progress(100, out=quiet).advance()
+    assert quiet.text == ""

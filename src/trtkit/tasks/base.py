@@ -10,7 +10,12 @@ A task turns an RGB image into a Result around any Backend:
   batch-1 array per model output (as ``backend.infer`` returns them).
 * ``__call__(image)`` runs preprocess -> ``backend.infer`` -> postprocess.
 * ``predict_batch(images)`` stacks the feeds into one inference when the
-  model's batch axis is dynamic, and loops otherwise.
+  model's batch axis is dynamic, and loops otherwise; its stages run one after
+  another.
+* ``stream(images)`` overlaps them: decoding and preprocessing in worker
+  threads, batched inference, postprocessing in the workers, results in input
+  order, a bad image giving an :class:`~trtkit.tasks.streaming.ImageError`
+  result instead of stopping the stream (see :mod:`trtkit.tasks.streaming`).
 
 Tasks are built from an open Backend (``Classifier(backend, config=...)``,
 the caller keeps ownership) or from a path (``Classifier.from_path(model,
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Iterable, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -165,6 +170,18 @@ class Task(Generic[ConfigT, ResultT]):
             prepared = [self.preprocess(as_rgb(image)) for image in items[start : start + batch_size]]
             results.extend(self._run_stacked(prepared))
         return results
+
+    def stream(
+        self, images: Iterable[ImageInput], *, batch_size: int = 8, workers: int | None = None, depth: int = 2
+    ) -> Iterator[Any]:
+        """Yield one result per image, in input order, with decoding, preprocessing, inference and
+        postprocessing overlapped (:mod:`trtkit.tasks.streaming`). ``images`` is any iterable of
+        arrays or paths, read lazily; an image that cannot be used yields an ``ImageError``.
+        ``workers`` threads (default: one per core); at most ``depth`` batches in flight."""
+        from .streaming import StreamOptions, stream_predictions
+
+        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth)
+        return (p.result for p in stream_predictions(self, images, options=options))
 
     def _run_stacked(self, prepared: Sequence[tuple[dict[str, np.ndarray], Any]]) -> list[ResultT]:
         names = list(prepared[0][0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -164,6 +164,14 @@ class OcrPipeline:
         if batch_size < 1:
             raise TaskError(f"predict_batch(batch_size={batch_size}): batch_size must be >= 1")
         return [self(image) for image in images]
+
+    def stream(self, images: Iterable[ImageInput], *, batch_size: int = 1, workers: int | None = None, depth: int = 2) -> Iterator[Any]:
+        """Results in input order, several images read at once in worker threads (see
+        :mod:`trtkit.tasks.streaming`); ``batch_size`` is accepted for the common signature."""
+        from ..streaming import StreamOptions, stream_predictions
+
+        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth)
+        return (p.result for p in stream_predictions(self, images, options=options))
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -1,0 +1,528 @@
+"""Streaming task pipelines: decoding, preprocessing, inference and postprocessing overlap.
+
+``task.stream(images, batch_size=8, workers=None)`` (and :func:`stream_predictions`,
+which also yields each image's source and pixels) runs four stages at once::
+
+    feeder thread   iterates the input, submits load + preprocess of each image to the workers
+    workers (N)     decode (cv2) + preprocess each image; later, postprocess each image
+    batcher thread  takes prepared images in input order, copies them into a batch buffer
+                    (page-locked memory for GPU backends, so the backend uploads it without
+                    staging), starts the inference (``backend.submit`` on GPU backends: upload,
+                    compute and download overlap the next batch; ``backend.infer`` on the CPU,
+                    which releases the GIL while the workers prepare the next batch)
+    finisher thread waits for each batch's outputs, splits them per image and hands each
+                    image's postprocess to the workers
+
+Results come out in input order. Memory is bounded: at most ``depth`` batches are in
+flight (a fixed ring of ``depth + 2`` batch buffers), plus a window of prepared images
+and of finished results, each a small multiple of ``batch_size``.
+
+**Threads, not processes.** cv2 releases the GIL inside every call (its bindings wrap
+each one in ``PyAllowThreads``: imdecode, resize, copyMakeBorder, cvtColor,
+dnn.blobFromImage) and NumPy releases it in ufunc loops, ``astype`` and copies of numeric
+arrays; ONNX Runtime and TensorRT release it while they run. So threads scale without the
+pickling a process pool would add for every image. ``benchmarks/pipelines.py`` measures it
+("preprocess on N threads" line: the speed-up of N threads over one on the same images).
+
+**Errors.** An image that cannot be read or used (missing, unreadable, zero-size, wrong
+dtype) becomes an :class:`ImageError` result in its place; the stream goes on. A missing
+dependency (e.g. OpenCV), an inference failure or a postprocess failure stops the stream
+with that one error, since it would repeat for every image.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailable, TaskError, TrtkitError
+
+__all__ = ["StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
+
+_POLL_S = 0.05  # how often a blocked stage thread checks that the stream was stopped
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How :func:`stream_predictions` runs.
+
+    ``batch_size`` images per inference (1 when the model's batch axis is static);
+    ``workers`` decode/preprocess/postprocess threads (None: one per CPU core);
+    ``depth`` batches in flight at once; ``keep_images`` puts each decoded RGB image in
+    its :class:`Prediction` (to draw on it).
+    """
+
+    batch_size: int = 8
+    workers: int | None = None
+    depth: int = 2
+    keep_images: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TaskError(f"stream {name} (--{name.replace('_size', '')}) must be an integer >= 1, got {value!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
+            raise TaskError(f"stream workers (--workers) must be an integer >= 1 or None (one per core), got {self.workers!r}")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An image that carries its own name, e.g. a video frame ``clip.mp4#12``."""
+
+    source: str
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """An input known to be unusable before decoding (a glob matching nothing, a video that
+    cannot be opened); the stream yields an :class:`ImageError` with ``message`` in its place."""
+
+    source: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ImageError:
+    """The result in place of an image that could not be processed; the stream goes on."""
+
+    source: str
+    message: str
+
+    columns: ClassVar[tuple[str, ...]] = ("error",)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+    def rows(self) -> list[list[str]]:
+        return [[self.message]]
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        return image.copy()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's outcome: its position, its name, its result (or :class:`ImageError`)
+    and, with ``keep_images``, its RGB pixels (None when it could not be read)."""
+
+    index: int
+    source: str
+    result: Any
+    image: np.ndarray | None = None
+
+    @property
+    def failed(self) -> bool:
+        return isinstance(self.result, ImageError)
+
+
+def source_name(item: Any, index: int) -> str:
+    """How an input is named in results and errors: its path, a frame's own name, or ``<array N>``."""
+    if isinstance(item, (Frame, BadInput)):
+        return item.source
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)  # type: ignore[return-value]
+    return f"<array {index}>"
+
+
+# ---------------------------------------------------------------- stages
+
+class _BufferRing:
+    """``count`` sets of batch buffers, reused round the ring; grow-only, page-locked for GPU backends.
+
+    A set is taken before a batch is assembled and given back once that batch's inference has
+    finished, so the ring bounds the batches in flight and no buffer is overwritten while a
+    backend still reads it.
+    """
+
+    def __init__(self, count: int, *, pinned: bool) -> None:
+        self._pinned = pinned
+        self._free: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._all: list[dict[str, Any]] = [{} for _ in range(count)]
+        for s in self._all:
+            self._free.put(s)
+
+    def take(self, stop: threading.Event) -> dict[str, Any]:
+        while True:
+            try:
+                return self._free.get(timeout=_POLL_S)
+            except queue.Empty:
+                if stop.is_set():
+                    raise _Stopped from None
+
+    def give(self, buffers: dict[str, Any]) -> None:
+        self._free.put(buffers)
+
+    def view(self, buffers: dict[str, Any], name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        held = buffers.get(name)
+        if held is None or held[1] < nbytes:
+            if held is not None and self._pinned:
+                held[0].close()
+            if self._pinned:
+                from ..backends.cuda import PinnedBuffer
+
+                held = (PinnedBuffer(nbytes), nbytes)
+            else:
+                held = (np.empty(nbytes, np.uint8), nbytes)
+            buffers[name] = held
+        mem: Any = held[0]
+        if self._pinned:
+            return mem.view(dtype, shape)  # type: ignore[no-any-return]
+        return mem[:nbytes].view(dtype).reshape(shape)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._pinned:
+            for s in self._all:
+                for mem, _ in s.values():
+                    mem.close()
+        self._all = []
+
+
+class BatchStages:
+    """How the stream runs a :class:`~trtkit.tasks.base.Task`: ``preprocess`` in the workers,
+    stacked inference, ``split_outputs`` + ``postprocess`` in the workers.
+
+    Another front end (e.g. :mod:`trtkit.tasks.graph_preprocess`, preprocessing on the GPU)
+    subclasses it and overrides ``prepare`` and ``collate``.
+    """
+
+    batched = True
+
+    def __init__(self, task: Any, *, depth: int, backend: Any = None) -> None:
+        self.task = task
+        self.backend = backend if backend is not None else task.backend
+        self.max_batch: int | None = None if task.dynamic_batch else 1
+        self._submit = getattr(self.backend, "submit", None) if self._is_gpu() else None
+        self._ring = _BufferRing(depth + 2, pinned=self._submit is not None)
+
+    def _is_gpu(self) -> bool:
+        if not callable(getattr(self.backend, "submit", None)):
+            return False
+        from ..backends._device_io import PipelinedBackend  # imported only for a backend that already loaded CUDA
+
+        return isinstance(self.backend, PipelinedBackend)
+
+    def close(self) -> None:
+        self._ring.close()
+
+    # -- in the workers
+    def prepare(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
+        return self.task.preprocess(image)  # type: ignore[no-any-return]
+
+    def finish(self, outputs: Mapping[str, np.ndarray], meta: Any) -> Any:
+        return self.task.postprocess(outputs, meta)
+
+    # -- in the batcher thread
+    def collate(self, prepared: Sequence[dict[str, np.ndarray]], buffers: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """One stacked batch in ``buffers``, or None when the feeds cannot be stacked (their shapes differ)."""
+        names = list(prepared[0])
+        stacked = {}
+        for name in names:
+            parts = [feeds[name] for feeds in prepared]
+            first = parts[0]
+            if any(p.shape != first.shape or p.dtype != first.dtype for p in parts):
+                return None
+            out = self._ring.view(buffers, name, first.dtype, (sum(p.shape[0] for p in parts), *first.shape[1:]))
+            np.concatenate(parts, axis=0, out=out)
+            stacked[name] = out
+        return stacked
+
+    def run(self, prepared: Sequence[dict[str, np.ndarray]], stop: threading.Event) -> "_Pending":
+        """Start the inference of one batch; returns a handle whose ``result()`` gives per-image outputs."""
+        buffers = self._ring.take(stop)
+        try:
+            stacked = self.collate(prepared, buffers)
+        except BaseException:
+            self._ring.give(buffers)
+            raise
+        if stacked is None:  # e.g. classic OCR-style sizes: one inference per image
+            self._ring.give(buffers)
+            return _Pending([self._start(feeds) for feeds in prepared], None, self)
+        return _Pending([self._start(stacked)], (len(prepared), buffers), self)
+
+    def _start(self, feeds: Mapping[str, np.ndarray]) -> "Future[dict[str, Any]]":
+        if self._submit is not None:
+            return self._submit(feeds)  # type: ignore[no-any-return]
+        done: Future[dict[str, Any]] = Future()
+        done.set_result(self.backend.infer(feeds))  # the CPU backends release the GIL while they run
+        return done
+
+    def _release(self, buffers: dict[str, Any]) -> None:
+        self._ring.give(buffers)
+
+    def split(self, outputs: Mapping[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
+        return self.task.split_outputs(outputs, count)  # type: ignore[no-any-return]
+
+
+class _Pending:
+    """The inference of one batch in flight: ``result()`` waits and splits it into per-image outputs."""
+
+    def __init__(self, futures: list["Future[dict[str, Any]]"], stacked: tuple[int, dict[str, Any]] | None, stages: BatchStages) -> None:
+        self._futures, self._stacked, self._stages = futures, stacked, stages
+
+    def result(self) -> list[dict[str, np.ndarray]]:
+        try:
+            outs = [f.result() for f in self._futures]
+        finally:
+            if self._stacked is not None:
+                self._stages._release(self._stacked[1])
+        if self._stacked is None:
+            return outs
+        return self._stages.split(outs[0], self._stacked[0])
+
+    def settle(self) -> None:
+        """Wait until the backend is done with this batch (its buffers), without raising its error."""
+        wait(self._futures)
+
+
+class WholeImageStages:
+    """For a pipeline whose stages depend on each other per image (OCR: det -> crops -> rec):
+    each worker runs the whole pipeline on one image; images run concurrently."""
+
+    batched = False
+    max_batch: int | None = 1
+
+    def __init__(self, pipeline: Callable[[np.ndarray], Any]) -> None:
+        self.pipeline = pipeline
+
+    def close(self) -> None:
+        return None
+
+    def prepare(self, image: np.ndarray) -> tuple[None, Any]:
+        return None, self.pipeline(image)
+
+
+def stages_for(task: Any, *, depth: int) -> Any:
+    """The stages that stream ``task``: its own ``stream_stages(depth=)`` when it has one, else by kind."""
+    own = getattr(task, "stream_stages", None)
+    if callable(own):
+        return own(depth=depth)
+    if callable(getattr(task, "preprocess", None)) and callable(getattr(task, "postprocess", None)):
+        return BatchStages(task, depth=depth)
+    return WholeImageStages(task)
+
+
+# ---------------------------------------------------------------- the engine
+
+class _Stopped(Exception):
+    """Internal: the stream was closed (consumer left, Ctrl-C, or a stage failed)."""
+
+
+@dataclass
+class _Entry:
+    index: int
+    source: str
+    prepared: "Future[Any] | None" = None  # (image, feeds, meta) from the workers
+    image: np.ndarray | None = None
+    feeds: Any = None
+    meta: Any = None
+    result: Any = None  # set when known without inference (an error, or a whole-image pipeline)
+    done: bool = False
+    finish: "Future[Any] | None" = None
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+_END = object()
+
+
+@dataclass
+class _Engine:
+    stages: Any
+    options: StreamOptions
+    images: Iterable[Any]
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        opts = self.options
+        batch = opts.batch_size if self.stages.max_batch is None else min(opts.batch_size, self.stages.max_batch)
+        self.batch = batch
+        workers = opts.worker_count
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trtkit-stream")
+        # bounded queues: prepared images (a window the workers fill ahead), batches in flight, finished results
+        self.prepared: queue.Queue[Any] = queue.Queue(maxsize=max(2 * workers, batch * (opts.depth + 1)))
+        self.batches: queue.Queue[Any] = queue.Queue(maxsize=opts.depth)
+        self.ordered: queue.Queue[Any] = queue.Queue(maxsize=max(2 * workers, 2 * batch))
+        self.threads = [
+            threading.Thread(target=self._guard, args=(fn, out), name=f"trtkit-stream-{label}", daemon=True)
+            for fn, out, label in (
+                (self._feed, self.prepared, "feed"),
+                (self._batch_loop, self.batches, "batch"),
+                (self._finish_loop, self.ordered, "finish"),
+            )
+        ]
+
+    # -- queue helpers that give up when the stream is stopped
+    def _put(self, q: "queue.Queue[Any]", item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self.stop.is_set():
+                    raise _Stopped from None
+
+    def _get(self, q: "queue.Queue[Any]") -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _Stopped from None
+
+    def _wait(self, future: "Future[Any] | _Pending") -> Any:
+        # Future.result() cannot be interrupted; these futures always finish (the pool keeps running)
+        return future.result()
+
+    def _guard(self, body: Callable[[], None], out: "queue.Queue[Any]") -> None:
+        try:
+            body()
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            try:
+                self._put(out, _Failure(exc))
+            except _Stopped:
+                pass
+
+    # -- feeder thread
+    def _feed(self) -> None:
+        for index, item in enumerate(self.images):
+            if self.stop.is_set():
+                return
+            entry = _Entry(index, source_name(item, index))
+            entry.prepared = self.pool.submit(self._prepare, item)
+            self._put(self.prepared, entry)
+        self._put(self.prepared, _END)
+
+    def _prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
+        from ._image import as_rgb
+
+        if isinstance(item, BadInput):
+            raise TaskError(item.message)
+        rgb = as_rgb(item.image if isinstance(item, Frame) else item)
+        feeds, meta = self.stages.prepare(rgb)
+        return rgb, feeds, meta
+
+    # -- batcher thread
+    def _batch_loop(self) -> None:
+        group: list[_Entry] = []
+        good = 0
+        while True:
+            entry = self._get(self.prepared)
+            if isinstance(entry, _Failure):
+                self._flush(group)
+                raise entry.error
+            if entry is _END:
+                self._flush(group)
+                self._put(self.batches, _END)
+                return
+            try:
+                rgb, feeds, meta = self._wait(entry.prepared)  # type: ignore[arg-type]
+            except BackendUnavailable:
+                raise  # a missing dependency: every image would fail the same way
+            except TrtkitError as exc:
+                entry.result, entry.done = ImageError(entry.source, str(exc)), True
+            else:
+                entry.image = rgb if self.options.keep_images else None
+                if not self.stages.batched:
+                    entry.result, entry.done = meta, True
+                else:
+                    entry.feeds, entry.meta = feeds, meta
+                    good += 1
+            entry.prepared = None
+            group.append(entry)
+            # flush a full batch, or a partial one when nothing else is waiting (a live camera: no latency)
+            if good >= self.batch or (self.prepared.empty() and group):
+                self._flush(group)
+                group, good = [], 0
+
+    def _flush(self, group: list[_Entry]) -> None:
+        if not group:
+            return
+        todo = [e for e in group if not e.done]
+        pending = self.stages.run([e.feeds for e in todo], self.stop) if todo else None
+        for e in todo:
+            e.feeds = None  # the batch buffer holds them now
+        try:
+            self._put(self.batches, (group, pending))
+        except _Stopped:
+            if pending is not None:
+                pending.settle()
+            raise
+
+    # -- finisher thread
+    def _finish_loop(self) -> None:
+        while True:
+            item = self._get(self.batches)
+            if isinstance(item, _Failure):
+                raise item.error
+            if item is _END:
+                self._put(self.ordered, _END)
+                return
+            group, pending = item
+            per_image = self._wait(pending) if pending is not None else []
+            outputs = iter(per_image)
+            for e in group:
+                if not e.done:
+                    e.finish = self.pool.submit(self.stages.finish, next(outputs), e.meta)
+                    e.meta = None
+                self._put(self.ordered, e)
+
+    # -- the consumer (the caller's thread)
+    def run(self) -> Generator[Prediction, None, None]:
+        for t in self.threads:
+            t.start()
+        try:
+            while True:
+                entry = self._get(self.ordered)
+                if isinstance(entry, _Failure):
+                    raise entry.error
+                if entry is _END:
+                    return
+                result = entry.result if entry.done else self._wait(entry.finish)
+                yield Prediction(entry.index, entry.source, result, entry.image)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            if t.ident is not None:  # started
+                t.join()
+        while True:  # batches started but never finished: the backend must be done with their buffers
+            try:
+                item = self.batches.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, tuple) and item[1] is not None:
+                item[1].settle()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.stages.close()
+
+
+def stream_predictions(task: Any, images: Iterable[Any], *, options: StreamOptions = StreamOptions()) -> Generator[Prediction, None, None]:
+    """Run ``task`` over ``images`` (arrays, paths, :class:`Frame`s; any iterable, read lazily)
+    and yield a :class:`Prediction` per input, in input order; see the module docstring.
+
+    Closing the iterator early (``break``, Ctrl-C) stops every stage and waits for the
+    threads; inputs not yet read stay unread.
+    """
+    if getattr(task, "_closed", False):
+        raise TaskError(f"{type(task).__name__} was used after close(); create a new one")
+    return _Engine(stages_for(task, depth=options.depth), options, images).run()

@@ -1,0 +1,91 @@
+"""Preprocessing baked into the graph (uint8 pixels in) against the CPU (cv2) path, run with ONNX
+Runtime on the CPU: the same artifact TensorRT / ORT-CUDA run on a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from trtkit.backends import load
+from trtkit.errors import TaskError
+from trtkit.tasks._image import letterbox, read_image
+from trtkit.tasks.preprocess import Preprocess
+from trtkit.tasks.classification import Classifier
+from trtkit.tasks.detection import Detector, DetectorConfig
+from trtkit.tasks.face import FaceDetector
+from trtkit.tasks.graph_preprocess import GraphPreprocessed, LetterboxFrontEnd, LetterboxParams, bake_letterbox, letterbox_params
+
+from tests.conftest import asset_model
+
+pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def images(assets):
+    return [read_image(p) for p in sorted((assets / "images").iterdir())]
+
+
+def _identity_model(size: tuple[int, int]) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *size])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, *size])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "identity", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("center,bgr,size", [(True, False, (320, 320)), (False, True, (256, 384))])
+def test_baked_tensor_matches_cv2_letterbox_within_one_grey_level(images, tmp_path, center, bgr, size):
+    params = LetterboxParams(size, 114.0, center, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), bgr)
+    path = tmp_path / "pre.onnx"
+    onnx.save(bake_letterbox(_identity_model(size), params=params), path)
+    with load(path) as backend:
+        runner = LetterboxFrontEnd(params)
+        prepared = [runner.preprocess(img) for img in images]
+        feeds = runner.collate([f for f, _ in prepared])  # mixed sizes share one canvas
+        out = backend.infer(feeds)["out"]
+    for img, got, (_, info) in zip(images, out, prepared):
+        boxed, ref_info = letterbox(img, size, pad_value=114, center=center)
+        ref = Preprocess(scale=1.0, mean=0.0, std=1.0, bgr=bgr).to_tensor(boxed)[0]
+        assert info == ref_info
+        diff = np.abs(got - ref)
+        # cv2 rounds its result to uint8 (|error| <= 0.5, mean 0.25); the graph keeps float32
+        assert diff.max() <= 1.0 and diff.mean() < 0.3, (img.shape, diff.max(), diff.mean())
+
+
+def _match(a, b):
+    """Same detections: each box of ``a`` has a box of ``b`` with the same label within 1 px (order may
+    differ only between near-equal scores)."""
+    assert len(a) == len(b)
+    used = set()
+    for i in range(len(a)):
+        dist = np.abs(b.boxes - a.boxes[i]).max(axis=1)
+        j = int(np.argmin(np.where([k in used for k in range(len(b))], np.inf, dist)))
+        used.add(j)
+        assert dist[j] <= 1.0, (a.boxes[i], b.boxes[j])
+        assert getattr(a, "labels", ())[i:i + 1] == getattr(b, "labels", ())[j:j + 1]
+        assert abs(float(a.scores[i]) - float(b.scores[j])) < 0.02
+
+
+@pytest.mark.parametrize("which", ["detect320", "detect640", "face"])
+def test_same_detections_as_the_cpu_path(images, which):
+    if which == "face":
+        task = FaceDetector.from_path(asset_model("scrfd"))
+    else:
+        config = DetectorConfig(input_size=(640, 640)) if which == "detect640" else None
+        task = Detector.from_path(asset_model("yolov8n"), config=config)
+    with task, GraphPreprocessed.open(task) as baked:
+        expected = task.predict_batch(images, batch_size=4)
+        streamed = list(baked.stream(images, batch_size=4, workers=2))
+        direct = baked.predict_batch(images[:3], batch_size=2)
+    assert sum(len(r) for r in expected) > 0
+    for a, b in zip(expected, streamed):
+        _match(a, b)
+    for a, b in zip(expected[:3], direct):
+        _match(a, b)
+
+
+def test_classifier_is_refused_with_the_reason():
+    with Classifier.from_path(asset_model("efficientnet_lite0")) as task:
+        with pytest.raises(TaskError, match="letterbox tasks"):
+            letterbox_params(task)

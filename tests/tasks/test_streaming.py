@@ -1,0 +1,146 @@
+"""task.stream / stream_predictions on the real models: same results as predict_batch, in input
+order, per-image errors in place, lazy and bounded input reading, clean early stop."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from trtkit.errors import BackendUnavailable, TaskError
+from trtkit.tasks.classification import Classifier
+from trtkit.tasks.detection import Detector
+from trtkit.tasks.ocr.pipeline import OcrPipeline
+from trtkit.tasks.streaming import BadInput, Frame, ImageError, StreamOptions, stream_predictions
+
+from tests.conftest import asset_model
+
+pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def detector(assets):
+    with Detector.from_path(asset_model("yolov8n")) as task:
+        yield task
+
+
+@pytest.fixture(scope="module")
+def images(assets):
+    return sorted(str(p) for p in (assets / "images").iterdir())
+
+
+def _same_detections(a, b):
+    return (
+        type(a) is type(b)
+        and a.labels == b.labels
+        and np.allclose(a.boxes, b.boxes, atol=1e-3)
+        and np.allclose(a.scores, b.scores, atol=1e-4)
+    )
+
+
+def _stream_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("trtkit-stream")]
+
+
+def test_stream_matches_predict_batch_in_order_with_errors_in_place(detector, images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    items = [images[0], str(tmp_path / "missing.png"), images[1], np.zeros((0, 4, 3), np.uint8), str(broken), *images[2:]]
+    results = list(detector.stream(items, batch_size=3, workers=2))
+    assert len(results) == len(items)
+    errors = {i: r for i, r in enumerate(results) if isinstance(r, ImageError)}
+    assert sorted(errors) == [1, 3, 4]
+    assert "does not exist" in errors[1].message and errors[1].source.endswith("missing.png")
+    assert "zero area" in errors[3].message and errors[3].source == "<array 3>"
+    assert "cannot decode" in errors[4].message
+    good = [r for r in results if not isinstance(r, ImageError)]
+    expected = detector.predict_batch(images, batch_size=3)
+    assert len(good) == len(expected) and all(_same_detections(a, b) for a, b in zip(good, expected))
+    assert not _stream_threads()
+
+
+def test_stream_of_arrays_and_frames_keeps_sources_and_images(detector, images):
+    from trtkit.tasks._image import read_image
+
+    rgb = [read_image(p) for p in images[:4]]
+    items = [rgb[0], Frame("clip.mp4#0", rgb[1]), BadInput("nothing*.jpg", "pattern matches no files"), rgb[2], rgb[3]]
+    out = list(stream_predictions(detector, items, options=StreamOptions(batch_size=2, workers=2, keep_images=True)))
+    assert [p.index for p in out] == list(range(5))
+    assert [p.source for p in out] == ["<array 0>", "clip.mp4#0", "nothing*.jpg", "<array 3>", "<array 4>"]
+    assert out[2].failed and out[2].result.message == "pattern matches no files" and out[2].image is None
+    assert out[1].image is rgb[1] and not out[1].failed
+    assert _same_detections(out[1].result, detector(rgb[1]))
+
+
+def test_classifier_stream_equals_predict_batch(assets, images):
+    with Classifier.from_path(asset_model("efficientnet_lite0")) as task:
+        streamed = list(task.stream(images * 2, batch_size=4, workers=3))
+        expected = task.predict_batch(images * 2, batch_size=4)
+    assert [r.class_ids for r in streamed] == [r.class_ids for r in expected]
+    assert np.allclose([r.scores for r in streamed], [r.scores for r in expected], atol=1e-5)
+
+
+def test_ocr_stream_runs_whole_images_concurrently_in_order(assets):
+    text = str(assets / "images" / "imageTextN_rgb.png")
+    with OcrPipeline.from_paths(asset_model("ppocr_det"), asset_model("ppocr_rec")) as ocr:
+        expected = ocr(text)
+        results = list(ocr.stream([text, "/no/such.png", text], workers=2))
+    assert [type(r).__name__ for r in results] == ["OcrResult", "ImageError", "OcrResult"]
+    assert results[0].text == results[2].text == expected.text and expected.text
+
+
+def test_input_is_read_lazily_and_memory_is_bounded(detector, images):
+    from trtkit.tasks._image import read_image
+
+    frame = read_image(images[0])
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield frame
+
+    options = StreamOptions(batch_size=2, workers=2, depth=2)
+    predictions = stream_predictions(detector, endless(), options=options)
+    seen = [next(predictions) for _ in range(5)]
+    assert [p.index for p in seen] == list(range(5))
+    predictions.close()  # stops every stage; the endless input is not drained
+    # what may be read ahead: the prepared window, the batches in flight and the finished results
+    bound = 5 + max(2 * 2, 2 * 3) + 2 * 2 * 2 + max(2 * 2, 2 * 2) + 4
+    assert pulled <= bound, pulled
+    assert not _stream_threads()
+
+
+def test_a_missing_dependency_stops_the_stream_once(detector, images, monkeypatch):
+    import trtkit.tasks._image as image_module
+
+    def no_cv2():
+        raise BackendUnavailable("OpenCV is required for image tasks but cannot be imported")
+
+    monkeypatch.setattr(image_module, "_cv2", no_cv2)  # as if opencv were not installed
+    with pytest.raises(BackendUnavailable, match="OpenCV"):
+        list(detector.stream(images, batch_size=2, workers=2))
+    assert not _stream_threads()
+
+
+def test_an_error_in_the_input_iterable_comes_after_the_results_before_it(detector, images):
+    def failing():
+        yield images[0]
+        yield images[1]
+        raise RuntimeError("the source broke")
+
+    out = []
+    with pytest.raises(RuntimeError, match="the source broke"):
+        for r in detector.stream(failing(), batch_size=8, workers=2):
+            out.append(r)
+    assert len(out) == 2
+    assert not _stream_threads()
+
+
+def test_options_are_checked():
+    with pytest.raises(TaskError, match="--batch"):
+        StreamOptions(batch_size=0)
+    with pytest.raises(TaskError, match="--workers"):
+        StreamOptions(workers=0)
