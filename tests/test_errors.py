@@ -32,3 +32,19 @@ def test_unknown_audience_is_a_bug():
 def test_pickles_as_its_python_text():
     exc = pickle.loads(pickle.dumps(SpecError("use {o}", spellings={"o": Spelling("o=1", "--o 1")})))
     assert isinstance(exc, SpecError) and str(exc) == "use o=1"
+
+
+def test_field_and_flag_pairs_read_in_each_audiences_words():
+    """Review finding: CLI errors led with Python field names ("DetectorConfig.layout (--layout) ...")."""
+    from trtkit.errors import TaskError
+
+    err = TaskError("input_size (--imgsz) must be <= 8192; Preprocess.std (--std) must not contain 0")
+    assert str(err) == "input_size must be <= 8192; Preprocess.std must not contain 0"
+    assert err.render("cli") == "--imgsz must be <= 8192; --std must not contain 0"
+
+
+def test_cli_names_only_the_flag(cli):
+    from tests.conftest import asset_model
+
+    r = cli("predict", "--task", "detect", str(asset_model("yolov8n")), "x.jpg", "--imgsz", "100000")
+    assert r.code == 1 and "error: --imgsz must be <= 8192" in r.err and "input_size" not in r.err

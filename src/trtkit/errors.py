@@ -8,6 +8,8 @@ received, and how to fix it.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -32,6 +34,10 @@ __all__ = [
 ]
 
 
+# "input_size (--imgsz)": a Python name (dotted allowed) followed by its flag in parentheses
+_PAIR = re.compile(r"(?<![\w.-])([A-Za-z_][\w.]*) \((--[A-Za-z][\w-]*)\)")
+
+
 @dataclass(frozen=True)
 class Spelling:
     """One option as the Python API and the command line spell it.
@@ -52,6 +58,10 @@ class TrtkitError(Exception):
     option goes and give ``spellings={key: Spelling(python, cli)}``: ``str(exc)`` reads the Python
     spellings, ``exc.render("cli")`` the flags. Only those exact placeholders are replaced (no
     ``str.format``), so other text in the message, braces included, needs no escaping.
+
+    Short form for a field and its flag: ``top_k (--top-k) must be >= 1`` reads ``top_k must be >= 1``
+    in Python and ``--top-k must be >= 1`` on the command line (``_PAIR``: a name, a space, the flag in
+    parentheses).
     """
 
     def __init__(self, message: str = "", *, spellings: Mapping[str, Spelling] | None = None) -> None:
@@ -66,7 +76,7 @@ class TrtkitError(Exception):
         text = self.template
         for key, spelling in self.spellings.items():
             text = text.replace("{" + key + "}", getattr(spelling, audience))
-        return text
+        return _PAIR.sub(lambda m: m.group(1) if audience == "python" else m.group(2), text)
 
 
 class ModelLoadError(TrtkitError):

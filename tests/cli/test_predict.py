@@ -121,7 +121,7 @@ def test_imgsz_is_validated_with_the_flag_name(cli, assets):
 
 def test_top_k_is_validated_with_the_flag_name(cli, assets):
     args = ["predict", "--task", "classify", asset_model("efficientnet_lite0"), assets / "images" / "coffee.png"]
-    assert_clean_error(cli(*args, "--top-k", "0"), "(--top-k) must be >= 1 (got 0)")
+    assert_clean_error(cli(*args, "--top-k", "0"), "error: --top-k must be >= 1 (got 0)")
     assert_clean_error(cli(*args, "--top-k", "5000"), "--top-k", "5000", "number of classes (1000)")
 
 

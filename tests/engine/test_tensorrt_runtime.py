@@ -246,3 +246,23 @@ def test_contexts_follow_each_versions_profile_sharing_rule():
     with pytest.raises(EngineError, match="different ranges"):
         plan_contexts(v85, contexts=2, profiles=(a, b), **kw)
     assert plan_contexts(TrtFlavor("tensorrt", Mod, "10.13.0"), contexts=4, profiles=(a,), **kw) is None  # type: ignore[arg-type]
+
+
+def test_ctrl_c_inside_a_logger_callback_is_kept_and_re_raised(monkeypatch):
+    """Parsing logs on the main thread, where SIGINT lands: the callback must not let KeyboardInterrupt unwind
+    through C++, nor swallow it (review finding: `build --verbose` wrote the engine after Ctrl-C)."""
+    import logging
+
+    logger = trt_api.shared_logger(trt, verbose=True)
+    logger.interrupted = False
+
+    def interrupted_log(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trt_api._LOG, "log", interrupted_log)
+    monkeypatch.setattr(trt_api._LOG, "isEnabledFor", lambda level: True)
+    logger.log(trt.ILogger.Severity.INFO, "parsing node 1")  # TensorRT's call: must return normally
+    with pytest.raises(KeyboardInterrupt):
+        logger.check_interrupt()
+    logger.check_interrupt()  # reported once, then cleared
+    assert logging.getLogger("trtkit.tensorrt") is trt_api._LOG

@@ -65,14 +65,14 @@ def test_input_size_conflict_with_static_model(assets):
 def test_config_validation():
     with pytest.raises(TaskError, match="layout"):
         DetectorConfig(layout="yolov99")
-    with pytest.raises(TaskError, match=r"conf \(--conf\) must be in \[0, 1\]"):
+    with pytest.raises(TaskError, match=r"conf must be in \[0, 1\]"):
         DetectorConfig(conf=2.0)
 
 
 def test_input_size_must_be_32_plus_and_a_stride_multiple(assets):
-    with pytest.raises(TaskError, match=r"input_size \(--imgsz\) must be >= 32 .* got 0x0"):
+    with pytest.raises(TaskError, match=r"input_size must be >= 32 .* got 0x0"):
         DetectorConfig(input_size=(0, 0))
-    with pytest.raises(TaskError, match=r"\(--imgsz\) must be a multiple of the model's stride 32, got 333x333; use --imgsz 320 or 352"):
+    with pytest.raises(TaskError, match=r"input_size must be a multiple of the model's stride 32, got 333x333; use --imgsz 320 or 352"):
         Detector.from_path(asset_model("yolov8n"), config=DetectorConfig(input_size=(333, 333)))
     with Detector.from_path(asset_model("yolov8n"), config=DetectorConfig(input_size=(352, 352))) as task:
         assert task.input_size == (352, 352) and task.preprocessing.stride == 32
@@ -80,5 +80,5 @@ def test_input_size_must_be_32_plus_and_a_stride_multiple(assets):
 
 
 def test_input_size_conflict_names_the_flag(assets):
-    with pytest.raises(TaskError, match=r"input_size \(--imgsz\) 320x320 conflicts .*\[1,3,640,640\].*set it to 640"):
+    with pytest.raises(TaskError, match=r"input_size 320x320 conflicts .*\[1,3,640,640\].*set it to 640"):
         Detector.from_path(asset_model("scrfd"), config=DetectorConfig(input_size=(320, 320)))

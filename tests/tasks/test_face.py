@@ -78,7 +78,7 @@ def test_batch_on_a_dynamic_batch_copy_matches_single(assets, tmp_path):
 def test_input_size_errors_name_the_flag(assets):
     from trtkit.tasks.face import FaceDetectorConfig
 
-    with pytest.raises(TaskError, match=r"input_size \(--imgsz\) 320x320 conflicts .*\[1,3,640,640\]"):
+    with pytest.raises(TaskError, match=r"input_size 320x320 conflicts .*\[1,3,640,640\]"):
         FaceDetector.from_path(asset_model("scrfd"), config=FaceDetectorConfig(input_size=(320, 320)))
-    with pytest.raises(TaskError, match=r"\(--imgsz\) must be >= 32"):
+    with pytest.raises(TaskError, match=r"input_size must be >= 32"):
         FaceDetectorConfig(input_size=(16, 16))

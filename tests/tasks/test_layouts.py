@@ -284,3 +284,19 @@ def test_captions_never_cover_each_other_and_the_best_is_on_top():
     above = drawn[30:38, 42:60].reshape(-1, 3)  # inside the caption just above the box
     assert (above == color_for(1)).all(axis=1).any() and not (above == color_for(2)).all(axis=1).any()
     assert cv2 is not None
+
+
+def test_no_preprocessing_hint_when_the_image_has_nothing_to_detect(assets):
+    """Review finding: NudeNet (YOLOv8n) on the Solvay photo rightly finds nothing, yet the hint once told the user
+    to switch to raw 0-255 pixels, which gives hundreds of boxes all scored 1.0. Implausible trials are not offered."""
+    import trtkit
+    from trtkit.tasks.diagnose import explain_empty
+
+    image = str(assets / "images" / "solvay_conference_1927.jpg")
+    with trtkit.Detector.from_path(asset_model("yolov8n")) as detector:
+        result = detector(image)
+        assert len(result) == 0
+        notes = explain_empty(detector, [(image, result)])
+    assert "highest score seen" in notes[0]
+    assert not any("--scale 1" in n for n in notes), notes
+    assert "probably right" in notes[-1] and "saturated" in notes[-1]

@@ -10,10 +10,10 @@ from trtkit.tasks.sources import VideoSource, camera_target, expand_inputs
 cv2 = pytest.importorskip("cv2")
 
 
-def test_directories_recurse_sorted_images_only_globs_and_missing_kept_in_place(tmp_path):
+def test_directories_recurse_sorted_images_and_videos_globs_and_missing_kept_in_place(tmp_path):
     (tmp_path / "d" / "b").mkdir(parents=True)
     (tmp_path / "d" / "a").mkdir()
-    for name in ("d/z.jpg", "d/b/x.PNG", "d/a/y.webp", "d/notes.txt", "clip.mp4", "g1.jpg", "g2.jpg"):
+    for name in ("d/z.jpg", "d/b/x.PNG", "d/a/y.webp", "d/notes.txt", "d/a/v.mp4", "clip.mp4", "g1.jpg", "g2.jpg"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "empty").mkdir()
     got = expand_inputs([
@@ -22,13 +22,14 @@ def test_directories_recurse_sorted_images_only_globs_and_missing_kept_in_place(
     ])
     rel = [(s.kind, s.path.replace(str(tmp_path) + "/", "")) for s in got]
     assert rel == [
-        ("image", "d/a/y.webp"), ("image", "d/b/x.PNG"), ("image", "d/z.jpg"),  # sorted walk, .txt skipped
+        # sorted walk, .txt skipped; a video in a directory is not dropped (review finding)
+        ("video", "d/a/v.mp4"), ("image", "d/a/y.webp"), ("image", "d/b/x.PNG"), ("image", "d/z.jpg"),
         ("image", "g1.jpg"), ("image", "g2.jpg"),
         ("image", "missing.jpg"),  # kept: it fails as that image
         ("video", "clip.mp4"),
         ("error", "none*.png"), ("error", "empty"),
     ]
-    assert "matches no files" in got[7].message and "no image files" in got[8].message
+    assert "matches no files" in got[8].message and "no image or video files" in got[9].message
 
 
 def test_video_frames_are_rgb_named_and_counted(assets, tmp_path):

@@ -140,7 +140,9 @@ def test_an_error_in_the_input_iterable_comes_after_the_results_before_it(detect
 
 
 def test_options_are_checked():
-    with pytest.raises(TaskError, match="--batch"):
+    with pytest.raises(TaskError, match="batch_size") as err:
         StreamOptions(batch_size=0)
-    with pytest.raises(TaskError, match="--workers"):
+    assert "--batch" in err.value.render("cli")
+    with pytest.raises(TaskError, match="workers") as err:
         StreamOptions(workers=0)
+    assert "--workers" in err.value.render("cli")

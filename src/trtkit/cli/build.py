@@ -116,6 +116,12 @@ def parse_mem_pool(text: str) -> int:
 
 def _precision(args: argparse.Namespace) -> str:
     chosen = [n for n in ("fp16", "bf16", "int8", "best") if getattr(args, n)]
+    if set(chosen) == {"fp16", "int8"}:
+        raise SpecError(
+            "--fp16 --int8 together (trtexec's INT8 with FP16 fallback) is --best here: FP16, BF16 and INT8 from the "
+            "graph's Q/DQ nodes (run `trtkit quantize` first), with TensorRT choosing per layer; on TensorRT 11/RTX "
+            "precision comes from the graph instead"
+        )
     if len(chosen) > 1:
         raise SpecError(
             f"{' and '.join('--' + c for c in chosen)} conflict: pick one precision (--best allows every precision "

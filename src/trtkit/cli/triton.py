@@ -19,7 +19,7 @@ def add_repository_args(p: argparse.ArgumentParser, *, backend_default: str) -> 
                    f"(default {backend_default})")
     p.add_argument("--max-batch", type=int, help="max_batch_size (default: from the engine profiles; 8 for ONNX with a dynamic batch; 0 if static)")
     p.add_argument("--instances", type=int, default=1, help="instances per model (instance_group count)")
-    p.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching: max queue delay in microseconds")
+    p.add_argument("--max-queue-delay-us", type=int, help="dynamic batching: max queue delay in microseconds (default 100)")
     p.add_argument("--preferred-batch", metavar="N,...", help="dynamic batching: preferred batch sizes (default: from the profiles)")
     p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false", help="write no dynamic_batching")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", help="write no model_warmup")
@@ -42,9 +42,13 @@ def options_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             preferred = tuple(int(v) for v in args.preferred_batch.split(","))
         except ValueError:
             raise SpecError(f"--preferred-batch {args.preferred_batch!r} must be comma-separated integers, e.g. 4,8") from None
+    if not args.dynamic_batching and (preferred or args.max_queue_delay_us is not None):
+        given = "--preferred-batch" if preferred else "--max-queue-delay-us"
+        raise SpecError(f"--no-dynamic-batching and {given} conflict: {given} sets up dynamic batching; drop one")
+    delay = {} if args.max_queue_delay_us is None else {"max_queue_delay_us": args.max_queue_delay_us}
     options = TritonOptions(
         name=args.name, backend=args.backend, max_batch=args.max_batch, instances=args.instances,
-        max_queue_delay_us=args.max_queue_delay_us, preferred_batch=preferred, dynamic_batching=args.dynamic_batching,
+        **delay, preferred_batch=preferred, dynamic_batching=args.dynamic_batching,
         warmup=args.warmup, ort_tensorrt=args.ort_tensorrt, device=args.device, threads=args.threads,
     )
     task_options: dict[str, Any] = {}

@@ -281,10 +281,12 @@ def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: Bu
         ensure_device(options.device)
     logger = shared_logger(trt, verbose=options.verbose)
     logger.take()  # drop errors of earlier, unrelated calls
+    logger.interrupted = False
     builder = trt.Builder(logger)
     load_plugins(trt, logger, [str(p) for p in plugins], error=BuildError)
     network = builder.create_network(flavor.network_flags(strongly_typed=plan.strongly_typed))
     parse_onnx(trt, logger, network, path=onnx_path, data=data)
+    logger.check_interrupt()
     apply_io_formats(trt, network, builder_options)
     config = builder.create_builder_config()
     record = configure(trt, builder, network, config, profiles=profiles, options=builder_options,
@@ -295,6 +297,7 @@ def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: Bu
     if monitor is not None:
         config.progress_monitor = monitor
     host = _build_interruptibly(builder, network, config, monitor)
+    logger.check_interrupt()
     if host is None:
         raise BuildError(
             f"{flavor.backend} {flavor.version} could not build an engine from {str(onnx_path)!r}: "

@@ -104,6 +104,11 @@ def read_engine_file(path: str | os.PathLike[str]) -> EngineFile:
             f"engine file {str(p)!r} is truncated: its header declares {declared} bytes of plan, the file holds "
             f"{len(plan)}. The copy or download was cut short; copy it again or rebuild it with trtkit build"
         )
+    if flavor is None and _looks_like_text_or_onnx(plan) and p.suffix.lower() == ".onnx":
+        raise ModelLoadError(
+            f"{str(p)!r} is an ONNX model, and the TensorRT backend runs engines: build one from it with "
+            "trtkit build, or run the ONNX model with ONNX Runtime (--backend onnxruntime, or auto)"
+        )
     if flavor is None and _looks_like_text_or_onnx(plan):
         raise ModelLoadError(
             f"{str(p)!r} is not a TensorRT engine (it starts with {bytes(plan[:8])!r}, expected the "

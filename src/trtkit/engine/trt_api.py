@@ -97,6 +97,7 @@ def _make_logger(trt: ModuleType) -> Any:
             self.errors: list[str] = []
             self._lock = threading.Lock()
             self.min_severity = sev.INFO
+            self.interrupted = False  # Ctrl-C arrived inside a callback; the caller re-raises it (check_interrupt)
 
         def log(self, severity: Any, msg: str) -> None:
             try:
@@ -106,8 +107,15 @@ def _make_logger(trt: ModuleType) -> Any:
                 level = levels.get(severity, logging.INFO)
                 if _LOG.isEnabledFor(level):
                     _LOG.log(level, "%s", str(msg).rstrip())
-            except KeyboardInterrupt:  # never let it unwind through C++; the progress monitor cancels a build
-                pass
+            except KeyboardInterrupt:  # never let it unwind through C++: kept, and re-raised by check_interrupt()
+                self.interrupted = True
+
+        def check_interrupt(self) -> None:
+            """Re-raise a Ctrl-C that arrived while TensorRT was calling back into this logger (parsing runs the
+            logger on the main thread, where the signal lands)."""
+            if self.interrupted:
+                self.interrupted = False
+                raise KeyboardInterrupt
 
         def take(self) -> list[str]:
             """The errors logged since the last take (and forget them)."""
@@ -166,6 +174,7 @@ def deserialize(trt: ModuleType, plan: bytes, *, plugins: Sequence[str], what: s
         runtime.engine_host_code_allowed = True
     load_plugins(trt, logger, plugins)
     engine = runtime.deserialize_cuda_engine(plan)
+    logger.check_interrupt()
     if engine is None:
         raise explain_failure(logger.take(), what=what, version=str(getattr(trt, "__version__", "?")),
                               rtx=trt.__name__ == "tensorrt_rtx", lean="lean" in trt.__name__ or "dispatch" in trt.__name__)

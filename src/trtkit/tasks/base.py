@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 MIN_INPUT_SIDE = 32  # the coarsest stride of YOLO/SCRFD heads: a smaller input has no cells at that stride
+# Largest model input side trtkit prepares: 8192 px is 805 MB of float32 per image, past any detector's training size;
+# above it cv2 fails with an out-of-memory traceback instead of a clear error.
+MAX_INPUT_SIDE = 8192
 
 ImageInput = np.ndarray | str | os.PathLike  # an RGB uint8 HxWx3 array, or an image file path
 
@@ -264,6 +267,11 @@ def check_input_size(size: Any, *, stride: int | None = None) -> tuple[int, int]
     if min(h, w) < MIN_INPUT_SIDE:
         raise TaskError(
             f"input_size (--imgsz) must be >= {MIN_INPUT_SIDE} pixels per side, got {h}x{w}; use e.g. --imgsz 640"
+        )
+    if max(h, w) > MAX_INPUT_SIDE:
+        raise TaskError(
+            f"input_size (--imgsz) must be <= {MAX_INPUT_SIDE} pixels per side, got {h}x{w}; detectors are trained "
+            "at 320 to 1280: use e.g. --imgsz 640"
         )
     if stride and (h % stride or w % stride):
         bad = h if h % stride else w

@@ -59,6 +59,17 @@ def _image(source: Any) -> np.ndarray | None:
     return None
 
 
+# A trial whose boxes are this many, or whose best score is saturated, is input the model was never meant to
+# see (e.g. raw 0-255 pixels into a 0-1 model), not a better preprocessing: it is never suggested.
+IMPLAUSIBLE_BOXES = 100
+SATURATED_SCORE = 0.999
+
+
+def _plausible(result: Any) -> bool:
+    top = result.top_score if result.top_score is not None else 0.0
+    return len(result) <= IMPLAUSIBLE_BOXES and top < SATURATED_SCORE
+
+
 def explain_empty(task: Any, results: Sequence[tuple[Any, Any]]) -> list[str]:
     """Lines explaining empty results; ``results`` holds (image path or array, Result) pairs.
     Empty when every result found something or the task has no score threshold (classify, ocr)."""
@@ -83,22 +94,25 @@ def explain_empty(task: Any, results: Sequence[tuple[Any, Any]]) -> list[str]:
     image = _image(best_src)
     if image is None or getattr(task, "layout", None) is None:
         return lines
-    tried = []
-    for preprocess in preprocessing_trials(task):
+    tried, trials = [], preprocessing_trials(task)
+    for preprocess in trials:
         with task.with_preprocess(preprocess) as other:
             result = other(image)
-        tried.append((result.top_score if result.top_score is not None else 0.0, preprocess))
+        if _plausible(result):
+            tried.append((result.top_score if result.top_score is not None else 0.0, preprocess))
     better = sorted((t for t in tried if t[0] > max(best * 2, conf * MISMATCH_RATIO)), key=lambda t: -t[0])
     if better:
         score, preprocess = better[0]
         lines.append(
-            f"that is what a preprocessing mismatch looks like: with `{preprocess.flags(relative_to=task.preprocessing)}` "
-            f"the highest score on {shown} is {score:.4f} (now {task.preprocessing.describe()}; "
-            f"with {preprocess.describe()}). Try those flags, or check the model's training preprocessing"
+            f"this can be a preprocessing mismatch (or an image with nothing this model detects): with "
+            f"`{preprocess.flags(relative_to=task.preprocessing)}` the highest score on {shown} is {score:.4f} "
+            f"(now {task.preprocessing.describe()}; with {preprocess.describe()}). Check which preprocessing the "
+            "model was trained with, and pass those flags only if it is that one"
         )
     else:
         lines.append(
-            f"other preprocessings ({len(tried)} tried: every layout's defaults, and RGB/BGR swapped) score no higher, "
+            f"other preprocessings ({len(trials)} tried: every layout's defaults, and RGB/BGR swapped; "
+            f"{len(trials) - len(tried)} gave saturated or hundreds of boxes) score no higher, "
             "so the preprocessing is probably right and the image holds nothing this model detects"
         )
     return lines

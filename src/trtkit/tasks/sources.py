@@ -36,15 +36,16 @@ class Source:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Source]:
-    """Files, directories (recursively, image extensions only) and globs, in the order given."""
+    """Files, directories (recursively: image and video extensions only) and globs, in the order given."""
     out: list[Source] = []
     for given in inputs:
         p = Path(given)
         if p.is_dir():
-            found = _walk_images(p)
-            out.extend(Source("image", f) for f in found)
+            found = _walk_media(p)
+            out.extend(Source(_kind(f), f) for f in found)
             if not found:
-                out.append(Source("error", given, f"directory {given!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})"))
+                out.append(Source("error", given, f"directory {given!r} holds no image or video files "
+                                                  f"({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))
         elif p.exists() or not glob.has_magic(given):
             out.append(Source(_kind(given), given))  # a missing file fails as that image, in its place
         else:
@@ -59,10 +60,10 @@ def _kind(path: str) -> str:
     return "video" if Path(path).suffix.lower() in VIDEO_SUFFIXES else "image"
 
 
-def _walk_images(root: Path) -> list[str]:
+def _walk_media(root: Path) -> list[str]:
     found: list[str] = []
     for folder, _, files in os.walk(root):
-        found.extend(os.path.join(folder, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        found.extend(os.path.join(folder, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     return sorted(found, key=lambda f: Path(f).parts)  # path order, as `find | sort` lists them
 
 

@@ -78,8 +78,8 @@ def resolve_layout(
     other_task = "face" if task == "detect" else "detect"
     elsewhere = _fitting(other_task, outputs, size, labels)
     hint = (f"These look like {elsewhere[0]} outputs: use --task {other_task}" if elsewhere else
-            f"Pick the task that matches the model (--task {'classify/face/ocr' if task == 'detect' else 'classify/detect/ocr'}) "
-            "or name the layout with --layout")
+            f"Pick the task that matches the model (predict --task {'classify/face/ocr' if task == 'detect' else 'classify/detect/ocr'}; "
+            "a classifier needs no add-nms) or name the layout with --layout")
     raise TaskError(f"model outputs do not match a {task} layout. Expected one of — {options}; {found}. {hint}")
 
 
