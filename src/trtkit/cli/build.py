@@ -55,7 +55,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--onnx", dest="onnx_flag", metavar="MODEL", help="trtexec spelling of the model argument")
     p.add_argument("-o", "--output", "--saveEngine", dest="output", metavar="ENGINE",
                    help="engine path (default: MODEL with .plan); the sidecar is ENGINE.json")
-    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "tensorrt-rtx"],
+    from ..engine.flavor import TRT_BACKENDS
+
+    p.add_argument("--backend", default="auto", choices=["auto", *TRT_BACKENDS],
                    help="auto prefers full TensorRT when installed, else TensorRT-RTX")
     g = p.add_argument_group("shapes and optimization profiles")
     g.add_argument("--shapes", action=_ShapeFlag, metavar="SPEC", help="fixed shapes, e.g. input:1x3x224x224")

@@ -68,9 +68,9 @@ _RTX_REFUSAL = (
 
 def default_target() -> str:
     """tensorrt when full TensorRT is installed, else onnxruntime (TensorRT-RTX cannot build NMS graphs)."""
-    import importlib.util
+    from .._optional import available
 
-    return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "onnxruntime"
+    return "tensorrt" if available("tensorrt") else "onnxruntime"
 
 
 @dataclass(frozen=True)
