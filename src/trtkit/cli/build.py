@@ -222,12 +222,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = build(model, output, config=config)
     except KeyboardInterrupt:
-        from ..engine.builder import build_was_interrupted
-
-        if not build_was_interrupted():
-            raise
-        # Leave without interpreter finalization: TensorRT < 9 cannot cancel a build (it still runs), and
-        # TensorRT's own threads may still call back into Python (nothing was written either way).
+        # Leave without interpreter finalization, wherever the Ctrl-C landed: TensorRT < 9 cannot cancel a
+        # build (it still runs), and TensorRT's own threads may still call back into Python, which aborts a
+        # finalizing interpreter (seen when the signal came just as the build thread started). Atomic
+        # outputs were already removed as the exception passed through them: nothing was written.
         print("error: interrupted; no partial output was written", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()

@@ -21,7 +21,7 @@ from .build_options import BuilderOptions
 from .precision import PrecisionPlan
 from .trt_api import dtype_name, load_plugins, shared_logger
 
-__all__ = ["ROLES", "run_builder", "progress_monitor", "parse_onnx", "configure", "network_io", "build_was_interrupted"]
+__all__ = ["ROLES", "run_builder", "progress_monitor", "parse_onnx", "configure", "network_io"]
 
 # Variable name in this module -> TensorRT class it holds (checked against the real bindings, see trt_api).
 ROLES: dict[str, str] = {
@@ -222,13 +222,8 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
 # Builds stopped by Ctrl-C, with the TensorRT objects they use: kept alive for the rest of the process,
 # because TensorRT may still call back into them (seen with TensorRT-RTX: phase_start/log from its own
 # threads after build_serialized_network returned cancelled). Process exit must then skip interpreter
-# finalization, or those callbacks abort it: see build_was_interrupted().
+# finalization, or those callbacks abort it: the CLI leaves with os._exit (cli/build.py).
 _interrupted: list[tuple[threading.Thread, tuple[Any, ...]]] = []
-
-
-def build_was_interrupted() -> bool:
-    """True once a build in this process was stopped by Ctrl-C (the CLI then leaves with os._exit)."""
-    return bool(_interrupted)
 
 
 def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any | None) -> Any:
@@ -249,8 +244,8 @@ def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any |
             result["error"] = exc
 
     thread = threading.Thread(target=work, name="trtkit-build", daemon=True)
-    thread.start()
     try:
+        thread.start()
         while thread.is_alive():
             thread.join(0.1)
     except KeyboardInterrupt:
