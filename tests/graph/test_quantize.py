@@ -235,3 +235,27 @@ def test_cli_reports_accuracy_and_refuses_holding_back_everything(calib_dir, tmp
     assert_clean_error(cli("quantize", asset_model("efficientnet_lite0"), "--calib", calib_dir, "--holdout", "5",
                            "-o", tmp_path / "o.onnx"), "leaves none to calibrate", "--holdout 4 at most")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_preset_calibrates_with_predicts_preprocessing(assets, tmp_path):
+    """Review finding: quantize calibrated images as pixel/255 while predict --task classify feeds ImageNet-normalised
+    tensors, so the INT8 scales quietly fit other data. --preset uses predict's own arithmetic, and the report says
+    how calibration images were preprocessed."""
+    from PIL import Image
+
+    from trtkit.errors import SpecError
+    from trtkit.graph.quantize import QuantizeConfig, _image_feed
+    from trtkit.spec import TensorSpec
+    from trtkit.tasks.preprocess import CLASSIFY_PRESETS
+
+    image = assets / "images" / "coffee.png"
+    spec = TensorSpec("input", "float32", (1, 3, 224, 224))
+    got = _image_feed(image, spec, (224, 224), QuantizeConfig(calib=str(tmp_path), preset="imagenet"))["input"]
+    with Image.open(image) as img:
+        rgb = np.asarray(img.convert("RGB").resize((224, 224), Image.BILINEAR))
+    np.testing.assert_array_equal(got, CLASSIFY_PRESETS["imagenet"].to_tensor(rgb))
+    default = _image_feed(image, spec, (224, 224), QuantizeConfig(calib=str(tmp_path)))["input"]
+    np.testing.assert_allclose(default, rgb.transpose(2, 0, 1)[None] / 255.0, rtol=1e-6)  # unchanged default
+    with pytest.raises(SpecError, match="conflict") as err:
+        QuantizeConfig(calib=str(tmp_path), preset="imagenet", bgr=True)
+    assert err.value.render("cli").startswith("--preset and --mean/--std/--bgr conflict")

@@ -31,6 +31,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mean", metavar="R,G,B", help="per-channel mean subtracted after /255 (default 0,0,0)")
     p.add_argument("--std", metavar="R,G,B", help="per-channel std divided after the mean (default 1,1,1)")
     p.add_argument("--bgr", action="store_true", help="feed images as BGR")
+    from ..tasks.preprocess import CLASSIFY_PRESETS
+
+    p.add_argument("--preset", choices=list(CLASSIFY_PRESETS),
+                   help="image preprocessing preset, as in predict --task classify (instead of --mean/--std/--bgr)")
     p.add_argument("--holdout", type=int, metavar="N",
                    help="calibration samples held back to measure accuracy against the FP32 model "
                         "(default: a fifth, at most 32; 0: no check)")
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         mean=_triple(args.mean, "--mean", (0.0, 0.0, 0.0)),
         std=_triple(args.std, "--std", (1.0, 1.0, 1.0)),
         bgr=args.bgr,
+        preset=args.preset,
         holdout=args.holdout,
     )
     output = args.output or str(Path(args.model).with_suffix(".qdq.onnx"))

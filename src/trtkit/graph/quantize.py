@@ -93,6 +93,7 @@ class QuantizeConfig:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # subtracted after scaling pixels to [0, 1]
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     bgr: bool = False  # feed images as BGR (OpenCV-trained models, PP-OCR)
+    preset: str | None = None  # a classification preset (imagenet, inception, caffe, unit, raw) instead of mean/std/bgr
     holdout: int | None = None  # samples held back to measure accuracy; None: a fifth (at most 32), 0: none
 
     def __post_init__(self) -> None:
@@ -106,6 +107,22 @@ class QuantizeConfig:
                             spellings={"holdout": Spelling("holdout", "--holdout")})
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise SpecError(f"mean and std need 3 values each and std no zeros, got mean {self.mean}, std {self.std}")
+        if self.preset is not None:
+            from ..tasks.preprocess import CLASSIFY_PRESETS
+
+            if self.preset not in CLASSIFY_PRESETS:
+                raise SpecError(f"preset (--preset) {self.preset!r} is unknown; choose one of {', '.join(CLASSIFY_PRESETS)}")
+            if (self.mean, self.std, self.bgr) != ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False):
+                raise SpecError("preset (--preset) and {norm} conflict: the preset sets all three; give one or the other",
+                                spellings={"norm": Spelling("mean/std/bgr", "--mean/--std/--bgr")})
+
+    def preprocessing(self) -> Any:
+        """The image preprocessing (a ``tasks.preprocess.Preprocess``): the preset's, else /255 then mean/std."""
+        from ..tasks.preprocess import CLASSIFY_PRESETS, Preprocess
+
+        if self.preset is not None:
+            return CLASSIFY_PRESETS[self.preset]
+        return Preprocess(scale=1 / 255, mean=self.mean, std=self.std, bgr=self.bgr)
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,7 @@ class QuantizeReport:
     method: str
     held_back: int = 0  # batches kept out of calibration and used to measure accuracy
     accuracy: tuple[OutputAccuracy, ...] = ()
+    image_preprocessing: str = ""  # how calibration images were turned into tensors ("" for arrays)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -161,6 +179,11 @@ class QuantizeReport:
             f"wrote {self.output}: {self.qdq_nodes} Q/DQ nodes, calibrated with {METHOD_TEXT[self.method]} "
             f"on {self.batches} batch(es) from {self.source}"
         ]
+        if self.image_preprocessing:
+            lines.append(
+                f"calibration images were preprocessed as {self.image_preprocessing}: this must be what the model "
+                "expects at inference (an ImageNet-trained classifier: --preset imagenet; see --preset/--mean/--std/--bgr)"
+            )
         if self.accuracy:
             lines.append(
                 f"accuracy vs the FP32 model on {self.held_back} held-back batch(es), not used to calibrate "
@@ -276,17 +299,15 @@ def _image_feed(path: Path, spec: TensorSpec, hw: tuple[int, int], config: Quant
             rgb = img.convert("RGB").resize((hw[1], hw[0]), image_mod.BILINEAR)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"calibration image {str(path)!r} cannot be read ({exc}); remove it or convert it to PNG/JPEG") from None
-    x = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
-    if config.bgr:
-        x = x[..., ::-1]
-    x = ((x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)).astype(np.float32)
-    return {spec.name: np.ascontiguousarray(x.transpose(2, 0, 1)[None])}
+    # the same arithmetic as predict's (tasks.preprocess), so calibration sees what inference will
+    return {spec.name: config.preprocessing().to_tensor(np.asarray(rgb, dtype=np.uint8))}
 
 
 def _image_options(config: QuantizeConfig) -> list[str]:
     """The image preprocessing options set away from their defaults (CLI spelling)."""
     defaults = QuantizeConfig(calib=config.calib)
-    return [flag for flag, attr in (("--image-size", "image_size"), ("--mean", "mean"), ("--std", "std"), ("--bgr", "bgr"))
+    return [flag for flag, attr in (("--image-size", "image_size"), ("--mean", "mean"), ("--std", "std"), ("--bgr", "bgr"),
+                                    ("--preset", "preset"))
             if getattr(config, attr) != getattr(defaults, attr)]
 
 
@@ -431,7 +452,13 @@ def quantize(model: str | os.PathLike[str], output: str | os.PathLike[str], *, c
                 "inputs to quantize; INT8 brings nothing for this model"
             )
         accuracy = measure_accuracy(src, tmp_out, held)
-    return QuantizeReport(str(out), len(calib), what, count, config.method, held_back=len(held), accuracy=accuracy)
+    images = "" if not _holds_images(Path(config.calib)) else config.preprocessing().describe()
+    return QuantizeReport(str(out), len(calib), what, count, config.method, held_back=len(held), accuracy=accuracy,
+                          image_preprocessing=images)
+
+
+def _holds_images(calib: Path) -> bool:
+    return calib.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in calib.iterdir() if p.is_file())
 
 
 def _ort_method(method: str) -> Any:
