@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 import pytest
 
 from .assets_fetch import resolve_assets
+
+# A shell without job control starts background commands with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the Ctrl-C tests' trtkit subprocesses would never see their SIGINT. Restore Python's
+# own handler here, so every child starts with the default disposition whatever launched the suite.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 # $TRTKIT_SHARED/assets, else ../shared/assets, else the cache `make test-assets` fetches from PyPI
