@@ -80,10 +80,35 @@ def open_task(name: str, *, backend: str, runtime: RuntimeConfig, engines: dict[
     return cls.from_path(path, runtime=runtime, config=config, backend=backend)
 
 
-def frames(count: int) -> list[np.ndarray]:
-    """``count`` RGB frames: the asset images (300 px .. 3000 px), cycled."""
+def frames(count: int, *, long_side: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """``count`` RGB frames: the asset images (300 px .. 3000 px), cycled; with ``long_side`` (lo, hi) each
+    is resized so its long side is lo, lo+50, ... hi px in turn (camera-sized frames, as the issue measured)."""
     images = [read_image(p) for p in sorted((ASSETS / "images").iterdir())]
-    return [images[i % len(images)] for i in range(count)]
+    out = [images[i % len(images)] for i in range(count)]
+    if long_side is None:
+        return out
+    import cv2
+
+    lo, hi = long_side
+    sides = list(range(lo, hi + 1, 50)) or [lo]
+    resized = []
+    for i, img in enumerate(out):
+        f = sides[i % len(sides)] / max(img.shape[:2])
+        resized.append(cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))), interpolation=cv2.INTER_AREA))
+    return resized
+
+
+# Engines for --backend tensorrt that no other script builds: (asset model, input name, per-item shape).
+PIPELINE_ENGINES = {"detect640": ("models/yolov8n_nudenet_320.onnx", "images", (3, 640, 640))}
+
+
+def build_pipeline_engine(name: str, folder: Path) -> Path:
+    """FP16 engine with a 1:8:32 batch profile, built like benchmarks/trt_vs_ort.py builds its own."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from trt_vs_ort import _engine
+
+    rel, input_name, shape = PIPELINE_ENGINES[name]
+    return _engine(ASSETS / rel, folder / f"{name}-fp16-pipe.plan", input_name, shape, "fp16", 1)
 
 
 def write_jpegs(images: list[np.ndarray], folder: Path) -> list[str]:
@@ -210,15 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", action="append", default=[], metavar="TASK=PATH",
                     help="use an engine for a task (tensorrt): detect640=..., ocr-det=..., ocr-rec=...")
     ap.add_argument("--graph-preprocess", action="store_true", help="also stream detect/face with preprocessing in the graph")
+    ap.add_argument("--frame-size", metavar="LO:HI", help="resize the frames so their long side is LO..HI px (e.g. 400:600)")
     args = ap.parse_args(argv)
     engines = dict(e.split("=", 1) for e in args.engine)
     device = "cpu" if args.backend in ("onnxruntime", "ort-cpu") else "cuda"
     runtime = RuntimeConfig(device=device, threads=args.threads)
     names = [n for n in args.tasks.split(",") if n]
     print(f"backend {args.backend}, batch {args.batch}, workers {args.workers}, {os.cpu_count()} CPU cores, "
-          f"{args.rounds} interleaved rounds (median images/s)")
+          f"{args.rounds} interleaved rounds (median images/s), frames {args.frame_size or 'as stored (300-3000 px)'}")
     with tempfile.TemporaryDirectory() as tmp:
-        all_frames = frames(max(args.images, args.ocr_images))
+        long_side = tuple(int(v) for v in args.frame_size.split(":")) if args.frame_size else None
+        all_frames = frames(max(args.images, args.ocr_images), long_side=long_side)  # type: ignore[arg-type]
         all_files = write_jpegs(all_frames, Path(tmp))
         header = f"{'task':<10} {'input':<7} {'predict_batch':>13} {'stream':>8} {'speed-up':>8} {'model alone':>11} {'ratio':>6}"
         rows: list[str] = []

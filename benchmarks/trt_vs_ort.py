@@ -5,15 +5,16 @@ For YOLOv8n (320), EfficientNet-Lite0 and SCRFD (made dynamic-batch with trtkit 
 - compute: GPU time of one inference with inputs/outputs already on the device (trtkit timed_infer with
   transfers off, CUDA events), as items/s;
 - latency: H2D + compute + D2H of one numpy inference (trtexec's "Latency"), ms;
-- numpy: items/s of ``infer_many`` over numpy batches (numpy in, numpy out) with 1 context and with
-  ``--contexts`` contexts (their staging, H2D, compute and D2H overlap across streams);
+- numpy: items/s of ``infer_many`` over numpy batches (numpy in, numpy out): trtkit's staged pipeline
+  (host staging and H2D of the next batches on free IO slots while the engine computes), with one
+  context, and with ``--contexts`` N contexts when N > 1;
 - ratio: numpy items/s / compute items/s (target >= 0.85 at batch 32);
 - ORT-CUDA: device-resident IO binding and numpy ``session.run`` items/s, when onnxruntime-gpu is installed.
 
-Engines are built with trtkit build (profile 1:8:32, one identical profile per context: TensorRT 8.5 cannot
-share a profile between contexts). With the H200 kit (TensorRT 8.5) the cuBLAS/cuDNN tactic sources are off.
+Engines are built with trtkit build (profile 1:8:32; with --contexts N > 1, N identical profiles where the
+TensorRT version cannot share a profile between contexts, e.g. 8.5). With the H200 kit (TensorRT 8.5) the cuBLAS/cuDNN tactic sources are off.
 
-Usage: PYTHONPATH=src python benchmarks/trt_vs_ort.py [--assets DIR] [--out DIR] [--contexts 2] [--seconds 2]
+Usage: PYTHONPATH=src python benchmarks/trt_vs_ort.py [--assets DIR] [--out DIR] [--contexts 1] [--seconds 2]
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assets", default=os.environ.get("TRTKIT_ASSETS", "../shared/assets"))
     ap.add_argument("--out", default=os.environ.get("TRTKIT_GPU_ENGINES", "/tmp/trtkit-bench-engines"))
-    ap.add_argument("--contexts", type=int, default=2)
+    ap.add_argument("--contexts", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args()
@@ -151,7 +152,7 @@ def main() -> None:
                     feeds = {name: x}
                     compute_ms, latency_ms = _compute_ms(one, feeds, args.seconds)
                     np1 = _numpy_items_per_s(one, feeds, batch, args.seconds)
-                    npn = _numpy_items_per_s(many, feeds, batch, args.seconds)
+                    npn = _numpy_items_per_s(many, feeds, batch, args.seconds) if args.contexts > 1 else np1
                     ort = _ort_cuda(src, name, x, args.seconds) if precision == "fp32" else None
                     rows.append((key, precision, batch, compute_ms, latency_ms, batch / compute_ms * 1e3, np1, npn, ort))
                     print(f"  {key} {precision} bs{batch}: compute {compute_ms:.3f} ms, latency {latency_ms:.3f} ms, "
@@ -163,7 +164,7 @@ def main() -> None:
         ort_txt = (f"{ort[0]:>15,.0f}{ort[1]:>14,.0f}" if ort else f"{'not run':>15}{'not run':>14}")
         print(f"{key:<19}{precision:<6}{batch:>3}{c_ms:>11.3f}{l_ms:>11.3f}{c_rate:>11,.0f}{np1:>12,.0f}{npn:>12,.0f}"
               f"{npn / c_rate:>9.2f}{ort_txt}")
-    print(f"\nratio = numpy infer_many items/s with {args.contexts} contexts / compute-only items/s; target >= 0.85 at bs32."
+    print(f"\nratio = numpy infer_many items/s with {args.contexts} context(s) / compute-only items/s; target >= 0.85 at bs32."
           "\nORT-CUDA 'not run' = onnxruntime-gpu not installed in this run.")
 
 

@@ -310,3 +310,21 @@ def test_device_is_not_silently_ignored_on_rtx(eff_cli, cli_module):
                      "--device", "3")
     assert res.code == 0, res
     assert "note:" in res.err and "--device 3 is not used" in res.err, res
+
+
+def test_onnx_metadata_travels_into_the_sidecar(tmp_path):
+    """add-nms thresholds and baked preprocessing live in ONNX metadata_props; a plan has none, so build
+    records them and TensorRTBackend.metadata (hence predict) reads them from the sidecar."""
+    import onnx
+
+    from tests.data.tiny_onnx import single
+
+    model = onnx.load(str(single(tmp_path / "log.onnx")))
+    for key, value in (("trtkit.nms.conf", "0.3"), ("trtkit.preprocess", '{"scale": 1.0}')):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(tmp_path / "meta.onnx"))
+    build(tmp_path / "meta.onnx", tmp_path / "meta.plan", config=_cfg())
+    assert _sidecar(tmp_path / "meta.plan")["metadata"] == {"trtkit.nms.conf": "0.3", "trtkit.preprocess": '{"scale": 1.0}'}
+    build(tmp_path / "log.onnx", tmp_path / "plain.plan", config=_cfg())
+    assert _sidecar(tmp_path / "plain.plan")["metadata"] == {}

@@ -1,86 +1,166 @@
-"""Prepare and print the device-machine calls that run the GPU suite and the TensorRT benchmark on real TensorRT.
+"""Pack everything the GPU suite and the GPU benchmarks need for the device machine, and print the calls.
 
-The device tool sends one checkout (CHECKOUT, default: this repository) plus the ignored folders a call
-names in ``carry``, at most 64 MiB per call, and the machine keeps /tmp only while it is warm (about 30 s
-after a call). So: TensorRT travels in the kit's six parts (``../shared/trt-h200/prepare.sh`` lays them in
-CHECKOUT/.trt), the assets in two halves, and trtkit itself in CHECKOUT/.devsync (this tree's src, tests,
-benchmarks, pyproject.toml, plus wheels of what the device lacks: pyclipper). Make the printed calls back
-to back.
+The device tool sends this checkout (tracked files, about 1.5 MB) plus the ignored folders a call names in
+``carry``: at most 64 MiB per call. The machine keeps /tmp only while it is warm (about 30 s after a call), so
+the calls go back to back. What travels, as blobs cut into pieces and packed into ``.devpack/cNN`` folders of
+at most ``--call-mib`` MiB each (so no call carries less than it could):
 
-    python tests/gpu/device_plan.py [--checkout DIR] [--assets DIR] [--wheels DIR] [--sync]
+- ``trt``: the kit's TensorRT 8.5.3 libraries (``../shared/trt-h200/prepare.sh`` lays them in .trt/p0..p5),
+  and ``trtpy``: its Python 3.12 bindings and ``setup.sh`` (.trt/py);
+- ``assets``: the asset models and images (tar);
+- ``whl``: wheels the device lacks (pyclipper, pillow, onnxconverter-common: ``--wheels DIR``);
+- ``ort``: onnxruntime-gpu (``--ort-wheel``), re-packed as tar.xz without its TensorRT EP library:
+  203 MB instead of the 256 MB wheel, four calls instead of six.
 
-``--sync`` copies the files into CHECKOUT (ignored there via .git/info/exclude); without it only the
-calls are printed. Call 7 runs the GPU tests (log in $OUT/gpu-tests.log), call 8 the benchmark.
+The first group (TensorRT, bindings, assets, wheels) comes first: the call that completes it unpacks it
+(``tests/gpu/device_unpack.sh``) and starts ``tests/gpu/prebuild.py`` in its own process session, so the
+engines build while the onnxruntime-gpu calls upload. Then: the ORT-CUDA tests, the rest of the suite once
+the builds are done, and the benchmarks on a quiet machine.
+
+    python tests/gpu/device_plan.py --sync --ort-wheel DIR/onnxruntime_gpu-1.31.1-...whl --wheels DIR
+    python tests/gpu/device_plan.py           # only print the calls for what is packed
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import lzma
 import shutil
+import subprocess
+import tarfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_HALF = ("models/ppocr", "models/scrfd_2.5g_kps.onnx", "images", "labels", "truth.json", "README.md")
-SECOND_HALF = ("models/efficientnet_lite0.onnx", "models/yolov8n_nudenet_320.onnx")
-ENV = ("export TRTKIT_SHARED=/tmp/shared TRTKIT_GPU_ENGINES=/tmp/trtkit-gpu-engines PYTHONUNBUFFERED=1 "
-       "PYTHONPATH=$PYTHONPATH:/tmp/site:$PWD/.devsync/code/src:$PWD/.devsync/code")
-WHEELS = ("python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .devsync/whl/*.whl "
-          ">/dev/null 2>&1 || true")
+PACK = ROOT / ".devpack"
+FIRST = ("trt", "trtpy", "assets", "whl")  # unpacked by the call that completes them; then the builds start
+SECOND = ("ort",)
+ASSET_ITEMS = ("models", "images", "labels", "truth.json", "README.md")
+ENV = ("source /tmp/trtpy/setup.sh >/dev/null && export TRTKIT_SHARED=/tmp/shared TRTKIT_GPU_ENGINES=/tmp/trtkit-gpu-engines "
+       "PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PYTHONPATH:$PWD/src:$PWD")
+ENGINES = "/tmp/trtkit-gpu-engines"
 
 
-def _copy(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+def _tar(add: list[tuple[Path, str]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, arcname in add:
+            tar.add(str(path), arcname=arcname, filter=lambda t: None if "__pycache__" in t.name else t)
+    return buf.getvalue()
+
+
+def _ort_blob(wheel: Path, cache: Path) -> Path:
+    """onnxruntime-gpu's files as tar.xz (xz -9 beats the wheel's deflate by 20%), less the TensorRT EP."""
+    out = cache / (wheel.stem + ".tar.xz")
+    if out.exists():
+        return out
+    raw = io.BytesIO()
+    with zipfile.ZipFile(wheel) as zf, tarfile.open(fileobj=raw, mode="w") as tar:
+        for info in zf.infolist():
+            if info.is_dir() or info.filename.endswith("libonnxruntime_providers_tensorrt.so"):
+                continue
+            data = zf.read(info)
+            entry = tarfile.TarInfo(info.filename)
+            entry.size, entry.mode = len(data), 0o755 if info.filename.endswith(".so") or ".so." in info.filename else 0o644
+            tar.addfile(entry, io.BytesIO(data))
+    xz = shutil.which("xz")
+    if xz:  # multi-threaded
+        subprocess.run([xz, "-9", "-T0", "-c"], input=raw.getvalue(), stdout=out.open("wb"), check=True)
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        out.write_bytes(lzma.compress(raw.getvalue(), preset=9))
+    return out
 
 
-def sync(checkout: Path, assets: Path, wheels: Path | None) -> None:
-    exclude = checkout / ".git" / "info" / "exclude"
+def sync(*, assets: Path, wheels: Path | None, ort_wheel: Path | None, call_mib: int) -> None:
+    exclude = ROOT / ".git" / "info" / "exclude"
     lines = exclude.read_text().splitlines() if exclude.exists() else []
-    for entry in ("/.devsync/", "/.devsync_a/", "/.devsync_b/"):
-        if entry not in lines:
-            lines.append(entry)
-    exclude.write_text("\n".join(lines) + "\n")
-    for name in (".devsync", ".devsync_a", ".devsync_b"):
-        shutil.rmtree(checkout / name, ignore_errors=True)
-    for item in ("src", "tests", "benchmarks", "pyproject.toml"):
-        _copy(ROOT / item, checkout / ".devsync" / "code" / item)
-    if wheels is not None:
-        for whl in wheels.glob("*.whl"):
-            _copy(whl, checkout / ".devsync" / "whl" / whl.name)
-    for half, items in ((".devsync_a", FIRST_HALF), (".devsync_b", SECOND_HALF)):
-        for item in items:
-            _copy(assets / item, checkout / half / "assets" / item)
+    if "/.devpack/" not in lines:
+        exclude.write_text("\n".join(lines + ["/.devpack/"]) + "\n")
+    kit = ROOT / ".trt"
+    if not (kit / "py" / "setup.sh").is_file():
+        raise SystemExit(f"no TensorRT kit in {kit}: run bash ../shared/trt-h200/prepare.sh first")
+    cache = PACK / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    blobs: dict[str, bytes | Path] = {
+        "trt": b"".join(p.read_bytes() for p in sorted(kit.glob("p*/part_*"))),
+        "trtpy": _tar([(kit / "py", ".")]),
+        "assets": _tar([(assets / item, f"assets/{item}") for item in ASSET_ITEMS if (assets / item).exists()]),
+        "whl": _tar([(w, w.name) for w in sorted(wheels.glob("*.whl"))]) if wheels else _tar([]),
+    }
+    if ort_wheel:
+        blobs["ort"] = _ort_blob(ort_wheel, cache)
+    for old in PACK.glob("c[0-9]*"):
+        shutil.rmtree(old)
+    limit = call_mib << 20
+    call, used, number = 0, 0, {}
+    for group in (FIRST, SECOND):  # the second group fills up the call that completes the first
+        for name in group:
+            if name not in blobs:
+                continue
+            data = blobs[name] if isinstance(blobs[name], bytes) else Path(blobs[name]).read_bytes()  # type: ignore[arg-type]
+            offset, piece = 0, 0
+            while offset < len(data) or (offset == 0 and not data):
+                if used >= limit:
+                    call, used = call + 1, 0
+                take = min(limit - used, len(data) - offset)
+                folder = PACK / f"c{call:02d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{name}.{piece:03d}").write_bytes(data[offset:offset + take])
+                offset, used, piece = offset + take, used + take, piece + 1
+                number[name] = call
+                if not data:
+                    break
+    (PACK / "groups.json").write_text(json.dumps({"first_done": max(number[n] for n in FIRST if n in number),
+                                                  "calls": call + 1}))
 
 
 def calls() -> list[dict[str, object]]:
+    meta = json.loads((PACK / "groups.json").read_text())
     out: list[dict[str, object]] = []
-    for i in range(5):
-        out.append({"carry": [f".trt/p{i}"], "command": f"mkdir -p /tmp/trt && cp .trt/p{i}/* /tmp/trt/"})
-    out.append({"carry": [".trt/p5", ".devsync_a"],
-                "command": "mkdir -p /tmp/trt /tmp/shared && cp .trt/p5/* /tmp/trt/ && cp -r .devsync_a/assets /tmp/shared/ && ls /tmp/trt | wc -l"})
-    out.append({"carry": [".trt/py", ".devsync", ".devsync_b"], "timeout_s": 600,
-                "command": "set -o pipefail; cp -r .devsync_b/assets/models/* /tmp/shared/assets/models/ && "
-                           f"source .trt/py/setup.sh && {WHEELS}; {ENV} && nvidia-smi -L && cd .devsync/code && "
-                           "timeout 570 python3 -m pytest tests/gpu -v -rs -p no:cacheprovider 2>&1 | tee $OUT/gpu-tests.log | tail -80"})
-    out.append({"carry": [".trt/py", ".devsync"], "timeout_s": 600,
-                "command": f"set -o pipefail; source .trt/py/setup.sh && {WHEELS}; {ENV} && cd .devsync/code && "
-                           "timeout 570 python3 benchmarks/trt_vs_ort.py --assets /tmp/shared/assets 2>&1 | tee $OUT/bench.log"})
+    for i in range(meta["calls"]):
+        cmd = f"mkdir -p /tmp/stash && cp .devpack/c{i:02d}/* /tmp/stash/ && ls /tmp/stash | wc -l"
+        if i == meta["first_done"]:  # TensorRT, bindings, assets, wheels complete: unpack, start the builds
+            cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(FIRST)} && {ENV} && nvidia-smi -L && "
+                    "setsid nohup python3 -m tests.gpu.prebuild --jobs 8 --budget 900 > /tmp/prebuild.log 2>&1 < /dev/null & "
+                    "sleep 20; cat /tmp/prebuild.log")
+        elif i == meta["calls"] - 1:  # onnxruntime-gpu complete: unpack, run the tests that need no engine
+            cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(SECOND)} && {ENV} && "
+                    "timeout 400 python3 -m pytest tests/gpu/test_cuda_gpu.py tests/gpu/test_ort_cuda_gpu.py "
+                    "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild.log")
+        out.append({"carry": [f".devpack/c{i:02d}"], "command": cmd})
+    wait = "while pgrep -f tests.gpu.prebuild >/dev/null; do sleep 5; done; cat /tmp/prebuild.log"
+    tiny = "sweep_engine_column or retinaface_engine_column"  # tiny constructed engines: built in the test, in seconds
+    out.append({"timeout_s": 600, "command": (
+        f"set -o pipefail; {ENV} && timeout 300 python3 -m pytest tests/gpu/test_nms_engine_gpu.py -q -rs -p no:cacheprovider "
+        f"-k '{tiny}' 2>&1 | tee $OUT/nms-sweep.log | tail -20; timeout 250 bash -c '{wait}'")})
+    out.append({"timeout_s": 600, "command": (
+        f"set -o pipefail; {ENV} && timeout 580 python3 -m pytest tests/gpu -v -rs -p no:cacheprovider -k 'not ({tiny})' "
+        "--ignore tests/gpu/test_cuda_gpu.py --ignore tests/gpu/test_ort_cuda_gpu.py --ignore tests/gpu/test_bench_gpu.py "
+        "2>&1 | tee $OUT/gpu-tests.log | tail -70")})
+    engines = (f"--engine classify={ENGINES}/efficientnet_lite0-fp16-bench.plan --engine detect640={ENGINES}/detect640-fp16-pipe.plan "
+               f"--engine detect320={ENGINES}/yolov8n-fp16-bench.plan --engine face={ENGINES}/scrfd-fp16-bench.plan "
+               f"--engine ocr-det={ENGINES}/ppocr_det-fp32.plan --engine ocr-rec={ENGINES}/ppocr_rec-fp32.plan")
+    common = "--images 256 --ocr-images 24 --batch 32 --workers 16 --rounds 3 --frame-size 400:600"
+    out.append({"timeout_s": 600, "command": (
+        f"set -o pipefail; {ENV} && timeout 150 python3 benchmarks/trt_vs_ort.py --assets /tmp/shared/assets --out {ENGINES} "
+        "--seconds 1 2>&1 | tee $OUT/trt_vs_ort.log | tail -16; "
+        f"timeout 200 python3 benchmarks/pipelines.py --backend tensorrt {common} {engines} 2>&1 | tee $OUT/pipelines-trt.log; "
+        f"timeout 220 python3 benchmarks/pipelines.py --backend ort-cuda {common} --graph-preprocess 2>&1 | tee $OUT/pipelines-ort.log")})
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkout", type=Path, default=ROOT, help="the checkout the device tool sends")
     ap.add_argument("--assets", type=Path, default=ROOT.parent / "shared" / "assets")
-    ap.add_argument("--wheels", type=Path, help="folder of extra cp312 wheels for the device (e.g. pyclipper)")
-    ap.add_argument("--sync", action="store_true", help="copy code, assets and wheels into the checkout first")
+    ap.add_argument("--wheels", type=Path, help="folder of extra cp312 wheels for the device (pyclipper, pillow, ...)")
+    ap.add_argument("--ort-wheel", type=Path, help="onnxruntime-gpu cp312 manylinux wheel (see ../shared/DEVICE.md)")
+    ap.add_argument("--call-mib", type=int, default=60, help="MiB per call (the checkout itself travels too)")
+    ap.add_argument("--sync", action="store_true", help="pack into .devpack first")
     args = ap.parse_args()
     if args.sync:
-        sync(args.checkout.resolve(), args.assets.resolve(), args.wheels)
+        sync(assets=args.assets.resolve(), wheels=args.wheels, ort_wheel=args.ort_wheel, call_mib=args.call_mib)
     for number, call in enumerate(calls(), 1):
         print(f"call {number}: {json.dumps(call)}")
 

@@ -9,14 +9,14 @@ used in place. Results are **copies**: numpy outputs are new arrays and
 ``outputs_on_device`` outputs are new :class:`~trtkit.backends.cuda.DeviceArray`s, so
 nothing a caller holds is overwritten by the next call.
 
-:class:`PipelinedBackend` runs inferences on a pool of slots from worker
-threads, so the staging and upload of batch k+1 overlap the compute of batch k
-(``submit()`` -> Future, ``infer_many()`` -> results in order). A backend with one
-compute queue (ONNX Runtime: one session) sets ``_staged = True`` and gets a
-:class:`_Pipeline` instead: an upload thread staging into free slots ahead, one
-compute thread running the batches in order, and a finish thread returning the
-results. Per-slot "upload, then run" workers fall into lockstep there (their
-runs end together, then they all upload while the GPU idles).
+:class:`PipelinedBackend` runs ``submit``/``infer_many`` so the staging and upload
+of batch k+1 overlap the compute of batch k. Both GPU backends set ``_staged = True``
+and get a :class:`_Pipeline`: an upload thread staging into free slots ahead, one
+compute thread enqueueing the batches in order (ONNX Runtime: on its one session;
+TensorRT: on its execution contexts, each with its own stream), and a finish thread
+returning the results. Per-slot "upload, then run" workers (the fallback when
+``_staged`` is off) fall into lockstep: their runs end together, then they all
+upload while the GPU idles (TensorRT 8.5 on an H200: 0.58 of compute-only at bs32).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from . import cuda
 from ..errors import ClosedError, ShapeError
 from .base import Feeds, StageTimes
 
-__all__ = ["IoSlot", "SlotPool", "PipelinedBackend", "StageTimer", "is_device_array", "stage_copy", "split_batch", "concat_outputs"]
+__all__ = ["IoSlot", "SlotPool", "PipelinedBackend", "StageTimer", "is_device_array", "stage_copy", "stack_into", "split_batch", "concat_outputs"]
 
 _PARALLEL_COPY_BYTES = 8 << 20  # below this one thread copies faster than four can be woken
 # Half the cores, at most 8: on the 16-core H200 host 8 threads stage 38-44 GB/s against 47-52 with 16, and
@@ -78,6 +78,26 @@ def stage_copy(dst: np.ndarray, src: np.ndarray) -> None:
     pool = _pool()
     jobs = [pool.submit(np.copyto, flat_dst[a : a + step], flat_src[a : a + step]) for a in range(0, flat_src.size, step)]
     wait(jobs)  # all of them, even when one failed: none may still write into dst after we return
+    for job in jobs:
+        job.result()
+
+
+def stack_into(out: np.ndarray, parts: list[np.ndarray]) -> None:
+    """``np.concatenate(parts, axis=0, out=out)``, the parts copied on the staging threads when the batch is big.
+
+    A streaming batch of 32 letterboxed 640x640 images is 157 MB of float32; one thread copies it in
+    15-25 ms, which alone would cap a pipeline near 2,000 images/s, so the parts go to the copy pool.
+    """
+    if out.nbytes < _PARALLEL_COPY_BYTES or len(parts) < 2:
+        np.concatenate(parts, axis=0, out=out)
+        return
+    jobs, row = [], 0
+    for part in parts:
+        jobs.append(_pool().submit(np.copyto, out[row : row + part.shape[0]], part, casting="no"))
+        row += part.shape[0]
+    if row != out.shape[0]:
+        raise ValueError(f"stack_into: the parts hold {row} rows, the output {out.shape[0]}")
+    wait(jobs)  # all of them, even when one failed: none may still write into out after we return
     for job in jobs:
         job.result()
 
@@ -219,21 +239,29 @@ class IoSlot:
         self.stream.close()
 
 
-class SlotPool:
-    """A thread-safe pool of IoSlots: ``take()``/``give()`` (or ``with pool.acquire() as slot``).
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_T = TypeVar("_T", bound=_Closable)
+
+
+class SlotPool(Generic[_T]):
+    """A thread-safe pool of IoSlots (or other per-call resources with ``close()``, e.g. TensorRT contexts):
+    ``take()``/``give()`` (or ``with pool.acquire() as slot``).
 
     ``drain()`` waits until every slot is back (no call in flight) and keeps them:
     a call that races with close() then gets ClosedError instead of closed buffers.
     """
 
-    def __init__(self, slots: list[IoSlot]) -> None:
+    def __init__(self, slots: list[_T]) -> None:
         self.slots = slots
-        self._free: queue.SimpleQueue[IoSlot] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[_T] = queue.SimpleQueue()
         self._drained = False
         for slot in slots:
             self._free.put(slot)
 
-    def take(self) -> IoSlot:
+    def take(self) -> _T:
         try:
             return self._free.get_nowait()  # the common case: a slot is free, no waiting machinery
         except queue.Empty:
@@ -246,11 +274,11 @@ class SlotPool:
             except queue.Empty:
                 continue
 
-    def give(self, slot: IoSlot) -> None:
+    def give(self, slot: _T) -> None:
         self._free.put(slot)
 
     @contextmanager
-    def acquire(self) -> Iterator[IoSlot]:
+    def acquire(self) -> Iterator[_T]:
         slot = self.take()
         try:
             yield slot
@@ -377,7 +405,7 @@ class PipelinedBackend:
     ``_compute_stage(slot, feeds, staged)`` (runs, queues the D2H, returns a callable giving the outputs).
     """
 
-    _slots: SlotPool
+    _slots: SlotPool[IoSlot]
     _staged = False
     _executor: ThreadPoolExecutor | None = None
     _pipeline: _Pipeline | None = None
@@ -392,6 +420,17 @@ class PipelinedBackend:
 
     def _prepare(self, feeds: Feeds) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _pipelinable(self, feeds: Mapping[str, Any]) -> bool:
+        """Whether the staged pipeline takes this call (else a worker thread runs ``_infer_prepared``)."""
+        return True
+
+    def _collect(self, slot: IoSlot, result: dict[str, Any]) -> dict[str, Any]:
+        """Wait for the copies queued on the slot's stream; numpy outputs come back as new arrays."""
+        if self.config.outputs_on_device:  # type: ignore[attr-defined]  # the backend's RuntimeConfig
+            slot.stream.synchronize()
+            return result
+        return slot.collect()
 
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
         raise NotImplementedError  # pragma: no cover
@@ -421,7 +460,7 @@ class PipelinedBackend:
         """Start an inference on a worker thread; the Future gives its outputs. Validation errors raise here."""
         self._check_open()  # type: ignore[attr-defined]
         prepared = self._prepare(feeds)
-        if self._staged:
+        if self._staged and self._pipelinable(prepared):
             return self._stages().submit(prepared)
         return self._workers().submit(self._infer_prepared, prepared)
 

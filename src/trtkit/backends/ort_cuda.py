@@ -248,13 +248,6 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
                 slot.download(spec.name, ptr, shape, dtype)
         return result
 
-    def _collect(self, slot: IoSlot, result: dict[str, Any]) -> dict[str, Any]:
-        """Wait for the queued copies; numpy outputs come back as new arrays."""
-        if self.config.outputs_on_device:
-            slot.stream.synchronize()
-            return result
-        return slot.collect()
-
     def _release(self) -> None:
         """Finish every call and all queued GPU work, release ORT's objects, then free ours.
 

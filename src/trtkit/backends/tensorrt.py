@@ -13,8 +13,12 @@ removed in TensorRT 10, and wrong buffer sizes for dynamic shapes):
 - The profile is chosen from the input shapes; a batch larger than every
   profile's max is split and the outputs concatenated.
 - Data-dependent output shapes go through an IOutputAllocator; CUDA graphs
-  replay static shapes (``RuntimeConfig.cuda_graph``); N contexts on N streams
-  (``RuntimeConfig.contexts``) serve ``submit``/``infer_many`` concurrently.
+  replay static shapes (``RuntimeConfig.cuda_graph``).
+- ``submit``/``infer_many`` pipeline (see _device_io): numpy staging and H2D
+  of the next batches run on free IO slots (contexts + 3) while the N
+  execution contexts (``RuntimeConfig.contexts``), each on its own stream,
+  compute; events order slot and context streams, the host never waits
+  between stages.
 
 Every TensorRT call lives in :mod:`trtkit.engine.trt_api`; version differences in :mod:`trtkit.engine.flavor`.
 Engines always run on the GPU ``config.device_id``; ``config.device`` does not apply.
@@ -22,11 +26,12 @@ Engines always run on the GPU ``config.device_id``; ``config.device`` does not a
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -43,23 +48,40 @@ from .base import BackendBase, Feeds, normalize_feeds
 __all__ = ["TensorRTBackend", "choose_flavors", "plan_contexts"]
 
 
+# IO slots beyond the contexts: while the contexts compute, the upload stage stages and copies the next batches
+# into free slots (one context: 4 slots, as ORT-CUDA's session has).
+_EXTRA_SLOTS = 3
+
+
 @dataclass
 class _ContextState:
-    """Per-slot TensorRT state: what is already set on the context, so unchanged calls skip it."""
+    """One execution context, its own compute stream, and what is already set on it (unchanged calls skip it).
+
+    TensorRT: "calling enqueueV3() from the same IExecutionContext with different CUDA streams concurrently
+    results in undefined behavior", so a context only ever runs on its own stream; the IO slot's stream
+    (uploads, downloads) and this one are ordered with events.
+    """
 
     context: Any
     allocator: Any
+    stream: cuda.Stream
+    done: cuda.Event
     profile: int = -1
     pinned: int | None = None  # the one profile this context may use (TensorRT without profile sharing)
+    target: IoSlot | None = None  # the slot of the run being enqueued: data-dependent outputs go to its buffers
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     addresses: dict[str, int] = field(default_factory=dict)
     dynamic_ptrs: dict[str, int] = field(default_factory=dict)
     graphs: dict[tuple[Any, ...], cuda.CudaGraph] = field(default_factory=dict)
 
-    def drop_graphs(self) -> None:
+    def close(self) -> None:
+        """Graphs and the context before the stream and event they use (callers synchronized the stream)."""
         for graph in self.graphs.values():
             graph.close()
         self.graphs.clear()
+        self.context = self.allocator = self.target = None
+        self.done.close()
+        self.stream.close()
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
@@ -135,15 +157,21 @@ def plan_contexts(flavor: TrtFlavor, *, contexts: int, dynamic: bool, profiles: 
 
 
 class TensorRTBackend(PipelinedBackend, BackendBase):
-    """Run a serialized TensorRT or TensorRT-RTX engine. ``metadata`` holds Ultralytics metadata, if any."""
+    """Run a serialized TensorRT or TensorRT-RTX engine. ``metadata`` holds the engine's metadata: Ultralytics'
+    (stored in front of the plan) and the source ONNX model's ``metadata_props`` (recorded by ``trtkit build``)."""
 
     name = "tensorrt"
+    # submit/infer_many: an upload stage (host staging + H2D on a free slot's stream) runs ahead of one compute
+    # stage (enqueues each batch on a context's own stream) and a finish stage (waits for the D2H). Measured on an
+    # H200 with TensorRT 8.5 before this: per-slot "upload, then run" workers reached 0.58 of compute-only (bs32).
+    _staged = True
 
     def __init__(self, path: str | os.PathLike[str], *, config: RuntimeConfig) -> None:
         self.config = config
         engine_file = read_engine_file(path)
         self.path = engine_file.path
-        self.metadata = engine_file.metadata
+        side = _sidecar(self.path)
+        self.metadata = {**(side.get("metadata") or {}), **(engine_file.metadata or {})} or None
         self.device = f"cuda:{config.device_id}"
         flavors = choose_flavors(engine_file)
         # Before any TensorRT object: a Runtime made without a usable CUDA driver segfaults when touched.
@@ -164,12 +192,12 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         count = max(1, max((len(t.profiles) for t in self._io_in), default=1))
         self._profiles = engine_profiles([(t.name, t.profiles) for t in self._io_in], count)
         self._dynamic = any(-1 in t.shape for t in self._io_in)
-        side = _sidecar(self.path)
         self._pinned = plan_contexts(self.flavor, contexts=config.contexts, dynamic=self._dynamic, profiles=self._profiles,
                                      built_with_sharing=bool((side.get("flags") or {}).get("profile_sharing")),
                                      what=f"engine {str(self.path)!r}")
-        self._slots = SlotPool([self._new_slot(i) for i in range(config.contexts)])
-        self._max_out = self._size_outputs(self._slots.slots[0])
+        self._contexts: SlotPool[_ContextState] = SlotPool([self._new_context(i) for i in range(config.contexts)])
+        self._slots = SlotPool([self._new_slot() for _ in range(config.contexts + _EXTRA_SLOTS)])
+        self._max_out = self._size_outputs(self._contexts.slots[0])
         self._reserve()
 
     # ------------------------------------------------------------ setup
@@ -187,32 +215,37 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
                 errors.append(exc)
         raise errors[-1] if len(errors) == 1 else EngineError(" / ".join(str(e) for e in errors))
 
-    def _new_slot(self, index: int) -> IoSlot:
-        slot = IoSlot(device_id=self.config.device_id)
-        context = api.new_context(self._engine)
-        state = _ContextState(context=context, allocator=None, pinned=None if self._pinned is None else self._pinned[index])
+    def _new_context(self, index: int) -> _ContextState:
+        state = _ContextState(context=api.new_context(self._engine), allocator=None,
+                              stream=cuda.Stream(device_id=self.config.device_id), done=cuda.Event(timing=False),
+                              pinned=None if self._pinned is None else self._pinned[index])
         if not self._dynamic:  # static engine: profile 0 is every context's from creation; never ask for it
             state.profile = 0
 
         def alloc(name: str, nbytes: int) -> int:
-            ptr = slot.output_buffer(name, nbytes)
+            if state.target is None:  # pragma: no cover - TensorRT allocates only inside execute, after target is set
+                raise EngineError(f"engine {str(self.path)!r}: TensorRT asked for output {name!r} outside a run")
+            ptr = state.target.output_buffer(name, nbytes)
             state.dynamic_ptrs[name] = ptr
             return ptr
 
         state.allocator = api.make_output_allocator(self.flavor.module, alloc)
-        slot.extra["trt"] = state
+        return state
+
+    def _new_slot(self) -> IoSlot:
+        slot = IoSlot(device_id=self.config.device_id)
+        slot.extra["ready"] = cuda.Event(timing=False)  # recorded after the uploads; the context's stream waits on it
         return slot
 
-    def _size_outputs(self, slot: IoSlot) -> dict[str, int | None]:
+    def _size_outputs(self, state: _ContextState) -> dict[str, int | None]:
         """Bytes per output at the largest input shapes of any profile; None = data-dependent."""
-        state: _ContextState = slot.extra["trt"]
         sizes: dict[str, int | None] = {t.name: 0 for t in self._io_out}
         # Pinned contexts must not touch another context's profile (their profiles are identical anyway).
         indices = [state.pinned] if state.pinned is not None else range(len(self._profiles))
         for index in indices:
             profile = self._profiles[index]
             if self._dynamic:
-                api.select_profile(state.context, index, slot.stream.handle)
+                api.select_profile(state.context, index, state.stream.handle)
             for t in self._io_in:
                 api.set_input_shape(state.context, t.name, profile[t.name].max if t.name in profile else t.shape)
             for t in self._io_out:
@@ -221,7 +254,7 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
                     sizes[t.name] = None
                 else:
                     sizes[t.name] = max(int(sizes[t.name] or 0), int(np.prod(shape, dtype=np.int64)) * t.dtype.itemsize)
-        slot.stream.synchronize()
+        state.stream.synchronize()
         state.profile = -1 if self._dynamic and state.pinned is None else (state.pinned or 0)
         state.shapes.clear()
         for t in self._io_out:
@@ -231,15 +264,14 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
 
     def _reserve(self) -> None:
         """Allocate every buffer once, at its largest size, so calls never allocate."""
+        for state in self._contexts.slots[1:]:
+            if state.pinned is not None:  # its own profile, once, for good
+                api.select_profile(state.context, state.pinned, state.stream.handle)
+                state.profile = state.pinned
+            for t in self._io_out:
+                if self._max_out[t.name] is None:
+                    api.attach_output_allocator(state.context, t.name, state.allocator)
         for slot in self._slots.slots:
-            state: _ContextState = slot.extra["trt"]
-            if slot is not self._slots.slots[0]:
-                if state.pinned is not None:  # its own profile, once, for good
-                    api.select_profile(state.context, state.pinned, slot.stream.handle)
-                    state.profile = state.pinned
-                for t in self._io_out:
-                    if self._max_out[t.name] is None:
-                        api.attach_output_allocator(state.context, t.name, state.allocator)
             for t in self._io_in:
                 biggest = max((int(np.prod(p[t.name].max, dtype=np.int64)) for p in self._profiles if t.name in p), default=0)
                 slot.device.get("in/" + t.name, biggest * t.dtype.itemsize)
@@ -259,8 +291,12 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
     def _prepare(self, feeds: Feeds) -> dict[str, Any]:
         return normalize_feeds(self._inputs, feeds, allow_device=True)
 
+    def _pipelinable(self, feeds: Mapping[str, Any]) -> bool:
+        """A batch no profile takes is chunked by ``_infer_prepared``, on a worker thread, not by the pipeline."""
+        return choose_profile(self._profiles, _shapes(feeds), prefer=0) is not None
+
     def _infer_prepared(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        shapes = {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
+        shapes = _shapes(feeds)
         if choose_profile(self._profiles, shapes, prefer=0) is not None:
             return super()._infer_prepared(feeds)
         size = chunk_size(self._profiles, shapes)
@@ -270,8 +306,44 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         return concat_outputs(parts, None if not self.config.outputs_on_device else _concat_device)
 
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
-        state: _ContextState = slot.extra["trt"]
-        shapes = {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
+        """The direct path of ``infer``/``timed_infer``: everything on the caller's thread, holding one context."""
+        shapes = _shapes(feeds)
+        with self._contexts.acquire() as state:
+            self._select(state, shapes)
+            if timer is not None:
+                timer.mark(0, slot.stream)
+            ptrs = {name: slot.upload(name, value) for name, value in feeds.items()}
+            if timer is not None:
+                if not transfers:
+                    slot.stream.synchronize()
+                timer.mark(1, slot.stream)
+            out_shapes = self._enqueue(slot, state, feeds, shapes, ptrs, timer)
+            if timer is not None and not transfers:  # trtexec --noDataTransfers: outputs stay where they are
+                timer.mark(3, slot.stream)
+                timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
+                slot.stream.synchronize()
+                return {}
+            result = self._issue_outputs(slot, state, out_shapes)
+            if timer is not None:
+                timer.mark(3, slot.stream)
+                timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
+            return self._collect(slot, result)
+
+    def _upload_stage(self, slot: IoSlot, feeds: Mapping[str, Any]) -> dict[str, int]:
+        """Pipeline stage 1: stage and queue the H2D on the slot's stream (the host does not wait for it)."""
+        return {name: slot.upload(name, value) for name, value in feeds.items()}
+
+    def _compute_stage(self, slot: IoSlot, feeds: Mapping[str, Any], staged: dict[str, int]) -> Callable[[], dict[str, Any]]:
+        """Pipeline stage 2 (one thread, in order): enqueue on a context, queue the D2H; the callable collects it."""
+        shapes = _shapes(feeds)
+        with self._contexts.acquire() as state:
+            self._select(state, shapes)
+            out_shapes = self._enqueue(slot, state, feeds, shapes, staged, None)
+            result = self._issue_outputs(slot, state, out_shapes)  # reads data-dependent shapes while the context is ours
+        return functools.partial(self._collect, slot, result)
+
+    def _select(self, state: _ContextState, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Choose the profile for these shapes and set them on the context (only what changed)."""
         if state.pinned is not None:
             profile = state.pinned if self._profiles[state.pinned].contains(shapes) else None
         else:
@@ -279,30 +351,35 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         if profile is None:
             raise no_profile_error(self._profiles, shapes, what=f"engine {str(self.path)!r}")
         if profile != state.profile:
-            api.select_profile(state.context, profile, slot.stream.handle)
+            api.select_profile(state.context, profile, state.stream.handle)
             state.profile, state.shapes = profile, {}
-        if timer is not None:
-            timer.mark(0, slot.stream)
-        for name, value in feeds.items():
-            if state.shapes.get(name) != shapes[name]:
-                api.set_input_shape(state.context, name, shapes[name])
-                state.shapes[name] = shapes[name]
-            self._bind(state, name, slot.upload(name, value))
-        if timer is not None:
-            if not transfers:
-                slot.stream.synchronize()
-            timer.mark(1, slot.stream)
+        for name, shape in shapes.items():
+            if state.shapes.get(name) != shape:
+                api.set_input_shape(state.context, name, shape)
+                state.shapes[name] = shape
+
+    def _enqueue(self, slot: IoSlot, state: _ContextState, feeds: Mapping[str, Any], shapes: dict[str, tuple[int, ...]],
+                 ptrs: Mapping[str, int], timer: StageTimer | None) -> dict[str, tuple[int, ...] | None]:
+        """Bind the slot's buffers, run on the context's stream after the slot's uploads; the slot's stream
+        waits for the run. Returns the output shapes (None = data-dependent, in the allocator)."""
+        for name, ptr in ptrs.items():
+            self._bind(state, name, ptr)
         out_shapes = self._bind_outputs(slot, state)
-        self._execute(slot, state, feeds, shapes)
+        ready: cuda.Event = slot.extra["ready"]
+        ready.record(slot.stream)
+        state.stream.wait(ready)
+        state.target = slot
+        self._execute(state, feeds, shapes)
         if timer is not None:
-            timer.mark(2, slot.stream)
-        return self._finish(slot, state, out_shapes, timer, transfers)
+            timer.mark(2, state.stream)
+        state.done.record(state.stream)
+        slot.stream.wait(state.done)
+        return out_shapes
 
     def _bind(self, state: _ContextState, name: str, ptr: int) -> None:
         if state.addresses.get(name) != ptr:
             api.set_address(state.context, name, ptr)
             state.addresses[name] = ptr
-            state.drop_graphs()  # a captured graph holds the old address
 
     def _bind_outputs(self, slot: IoSlot, state: _ContextState) -> dict[str, tuple[int, ...] | None]:
         out: dict[str, tuple[int, ...] | None] = {}
@@ -315,26 +392,23 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
             self._bind(state, t.name, slot.output_buffer(t.name, size))
         return out
 
-    def _execute(self, slot: IoSlot, state: _ContextState, feeds: Mapping[str, Any], shapes: dict[str, Any]) -> None:
+    def _execute(self, state: _ContextState, feeds: Mapping[str, Any], shapes: dict[str, Any]) -> None:
         static = all(size is not None for size in self._max_out.values())
-        use_graph = self.config.cuda_graph and static and not any(is_device_array(v) for v in feeds.values())
-        key = (state.profile, tuple(sorted(shapes.items())))
-        graph = state.graphs.get(key) if use_graph else None
-        if graph is not None:
-            graph.launch(slot.stream)
+        if not (self.config.cuda_graph and static and not any(is_device_array(v) for v in feeds.values())):
+            api.execute(state.context, state.stream.handle, self._logger)
             return
-        api.execute(state.context, slot.stream.handle, self._logger)
-        if use_graph:  # first run of these shapes done normally (TensorRT's lazy setup), captured for the next ones
-            state.graphs[key] = cuda.CudaGraph(slot.stream, lambda: api.execute(state.context, slot.stream.handle, self._logger))
+        # A graph replays the addresses it was captured with: one graph per (profile, shapes, addresses), so the
+        # IO slots each get theirs and none is ever stale (slot buffers are reserved once and never move).
+        key = (state.profile, tuple(sorted(shapes.items())), tuple(sorted(state.addresses.items())))
+        graph = state.graphs.get(key)
+        if graph is not None:
+            graph.launch(state.stream)
+            return
+        api.execute(state.context, state.stream.handle, self._logger)  # first run done normally (TensorRT's lazy setup)
+        state.graphs[key] = cuda.CudaGraph(state.stream, lambda: api.execute(state.context, state.stream.handle, self._logger))
 
-    def _finish(
-        self, slot: IoSlot, state: _ContextState, out_shapes: dict[str, tuple[int, ...] | None], timer: StageTimer | None, transfers: bool
-    ) -> dict[str, Any]:
-        if timer is not None and not transfers:  # trtexec --noDataTransfers: outputs stay where they are
-            timer.mark(3, slot.stream)
-            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
-            slot.stream.synchronize()
-            return {}
+    def _issue_outputs(self, slot: IoSlot, state: _ContextState, out_shapes: dict[str, tuple[int, ...] | None]) -> dict[str, Any]:
+        """Queue the copy of every output on the slot's stream (D2H, or D2D into new DeviceArrays)."""
         device_out = self.config.outputs_on_device
         result: dict[str, Any] = {}
         for t in self._io_out:
@@ -348,21 +422,20 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
                 result[t.name] = slot.to_device_array(ptr, shape, t.dtype)
             else:
                 slot.download(t.name, ptr, shape, t.dtype)
-        if timer is not None:
-            timer.mark(3, slot.stream)
-            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
-        if device_out:
-            slot.stream.synchronize()
-            return result
-        return slot.collect()
+        return result
 
     def _release(self) -> None:
-        self._quiesce_io()  # no call in flight, no work queued: nothing below is still in use
-        for slot in self._slots.slots:  # graphs and contexts before the buffers and streams they use
-            slot.extra["trt"].drop_graphs()
-            slot.extra.clear()
+        self._quiesce_io()  # no call in flight, no work queued on the slots: nothing below is still in use
+        self._contexts.drain()
+        for state in self._contexts.slots:
+            state.stream.synchronize()
+        self._contexts.close()  # graphs and contexts before the buffers and streams they use
         self._close_io()
         self._engine = self._runtime = None
+
+
+def _shapes(feeds: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
 
 
 def _concat_device(parts: list[Any]) -> Any:

@@ -235,6 +235,7 @@ class _Job:
     timing_cache: Path | None
     notes: tuple[str, ...]
     builder_options: Any = None  # build_options.BuilderOptions
+    metadata: tuple[tuple[str, str], ...] = ()  # the ONNX model's metadata_props, carried into the sidecar
 
 
 def _timing_cache(config: BuildConfig, flavor: Any) -> tuple[Path | None, tuple[str, ...]]:
@@ -310,7 +311,8 @@ def _prepare(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], 
         "builder_options": repr(options), "trtkit": _version(),
     })
     notes = typed_notes + plan.notes + device_notes + option_notes + timing_notes
-    job = _Job(src, out, config, flavor, plan, profiles, plugins, gpu, device_note, source_sha, key, timing, notes, options)
+    job = _Job(src, out, config, flavor, plan, profiles, plugins, gpu, device_note, source_sha, key, timing, notes, options,
+               tuple((p.key, p.value) for p in model.metadata_props))
     return job, model
 
 
@@ -365,6 +367,9 @@ def _sidecar(job: _Job, engine: bytes, io: tuple[list[Any], list[Any]], seconds:
         "profiles": [p.to_json() for p in job.profiles],
         "inputs": io[0],
         "outputs": io[1],
+        # The ONNX model's metadata_props (add-nms thresholds, baked preprocessing, class names): a plan has no
+        # metadata of its own, so the runtime reads them from here (TensorRTBackend.metadata).
+        "metadata": dict(job.metadata),
         "build_seconds": round(seconds, 3),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cache_key": job.key,

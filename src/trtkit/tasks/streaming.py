@@ -235,7 +235,12 @@ class BatchStages:
             if any(p.shape != first.shape or p.dtype != first.dtype for p in parts):
                 return None
             out = self._ring.view(buffers, name, first.dtype, (sum(p.shape[0] for p in parts), *first.shape[1:]))
-            np.concatenate(parts, axis=0, out=out)
+            if self._submit is not None:  # a GPU backend: CUDA is loaded, the staging threads copy big batches
+                from ..backends._device_io import stack_into
+
+                stack_into(out, parts)
+            else:
+                np.concatenate(parts, axis=0, out=out)
             stacked[name] = out
         return stacked
 
