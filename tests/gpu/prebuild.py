@@ -75,7 +75,9 @@ def _nms(which: str) -> str:
         if which == "yolov8n":
             src = add_nms(asset_model("yolov8n"), Path(tmp) / "y8_nms.onnx",
                           config=AddNmsConfig(conf=0.25, iou=0.45, max_det=100, target="tensorrt"))
-            return str(build_engine(src, "yolov8n-nms"))
+            from tests.gpu.test_nms_engine_gpu import YOLO_320
+
+            return str(build_engine(src, "yolov8n-nms", profiles=(YOLO_320,)))
         src = add_nms(asset_model("scrfd"), Path(tmp) / "scrfd_nms.onnx",
                       config=AddNmsConfig(task="face", conf=0.5, iou=0.4, target="tensorrt"))
         return str(build_engine(src, "scrfd-nms"))

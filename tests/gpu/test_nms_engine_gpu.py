@@ -22,12 +22,13 @@ pytest.importorskip("tensorrt", reason="full TensorRT is not installed (see test
 pytest.importorskip("onnxruntime")
 pytest.importorskip("cv2")
 
-from tests.gpu.test_tensorrt_gpu import build_engine  # noqa: E402
+from tests.gpu.test_tensorrt_gpu import _profile, build_engine  # noqa: E402
 from trtkit.graph.nms import AddNmsConfig, add_nms  # noqa: E402
 from trtkit.tasks.detection import Detector, DetectorConfig  # noqa: E402
 from trtkit.tasks.face import FaceDetector, FaceDetectorConfig  # noqa: E402
 
 SIZE = (128, 128)
+YOLO_320 = _profile(images=((1, 3, 320, 320),) * 3)  # the add-nms graph keeps YOLOv8n's dynamic batch and H/W
 
 
 def _same(a, b, *, landmarks: bool = False) -> None:
@@ -98,7 +99,7 @@ def test_scrfd_add_nms_engine_equals_onnx(assets, tmp_path_factory, image):
 def test_yolov8n_efficient_nms_engine_equals_onnx(assets, tmp_path):
     nms_model = add_nms(asset_model("yolov8n"), tmp_path / "y8_nms.onnx",
                         config=AddNmsConfig(conf=0.25, iou=0.45, max_det=100, target="tensorrt"))
-    engine = build_engine(nms_model, "yolov8n-nms")
+    engine = build_engine(nms_model, "yolov8n-nms", profiles=(YOLO_320,))
     cfg = DetectorConfig(conf=0.25, iou=0.45, max_det=100)
     images = [assets / "images" / n for n in ("astronaut.png", "solvay_conference_1927.jpg")]
     with Detector.from_path(asset_model("yolov8n"), config=cfg) as host, Detector.from_path(engine) as built:

@@ -67,8 +67,23 @@ class _Engines(dict):
 
     def __missing__(self, name: str) -> Path:
         profile = MODELS[name][0]
-        self[name] = build_engine(asset_model(name), f"{name}-fp32", profiles=(profile,) if profile else ())
+        src = _cls_source() if name == "ppocr_cls" else asset_model(name)
+        self[name] = build_engine(src, f"{name}-fp32", profiles=(profile,) if profile else ())
         return self[name]
+
+
+def _cls_source() -> Path:
+    """PP-OCR's cls model names H and W both '?': trtkit build refuses 48 != 192 for one name (TensorRT 10+
+    requires equal sizes for equal dim names). trtkit reshape fixes H/W to 48x192, then frees the batch again."""
+    from trtkit.graph.reshape import ReshapeConfig, reshape
+
+    folder = Path(os.environ.get("TRTKIT_GPU_ENGINES", "/tmp/trtkit-gpu-engines"))
+    folder.mkdir(parents=True, exist_ok=True)
+    fixed, out = folder / "ppocr_cls_48x192.onnx", folder / "ppocr_cls_dynbatch.onnx"
+    if not out.exists():
+        reshape(asset_model("ppocr_cls"), fixed, config=ReshapeConfig(shapes={"x": (1, 3, 48, 192)}))
+        reshape(fixed, out, config=ReshapeConfig(dynamic_batch=True))
+    return out
 
 
 @pytest.fixture(scope="session")

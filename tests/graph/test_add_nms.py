@@ -192,3 +192,13 @@ def test_jpeg_renamed_to_onnx_is_named_as_such(cli, assets, tmp_path):
     with pytest.raises(ModelLoadError, match="looks like a JPEG image"):
         add_nms(fake, tmp_path / "out.onnx")
     assert_clean_error(cli("add-nms", fake, "-o", tmp_path / "out.onnx"), "JPEG")
+
+
+def test_onnx_nms_topk_k_is_a_constant_for_tensorrt(scrfd_nms):
+    """TensorRT's ONNX parser (8.5 on the H200) refuses a TopK whose K is computed: "only supports input K as an
+    initializer". The ONNX-NMS tail must give it a constant."""
+    model = onnx.load(str(scrfd_nms))
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    topk = [n for n in model.graph.node if n.op_type == "TopK"]
+    assert topk and all(n.input[1] in constants for n in topk)

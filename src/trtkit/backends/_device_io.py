@@ -194,12 +194,13 @@ class IoSlot:
     def output_buffer(self, name: str, nbytes: int) -> int:
         return self.device.get("out/" + name, nbytes).ptr
 
-    def download(self, name: str, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        """Queue the copy of the valid region of an output into pinned memory; ``collect()`` returns it."""
+    def download(self, name: str, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype, *, stream: cuda.Stream | None = None) -> None:
+        """Queue the copy of the valid region of an output into pinned memory; ``collect()`` returns it.
+        ``stream``: another stream to copy on (the caller makes this slot's stream wait for it)."""
         nbytes = math.prod(shape) * dtype.itemsize
         pinned = self.host.get("out/" + name, nbytes)
         if nbytes:
-            cuda.copy_dtoh_async(pinned.ptr, src_ptr, nbytes, self.stream)
+            cuda.copy_dtoh_async(pinned.ptr, src_ptr, nbytes, stream or self.stream)
         self._pending.append((name, shape, dtype))
 
     def collect(self) -> dict[str, np.ndarray]:
@@ -219,12 +220,12 @@ class IoSlot:
             self._pending.clear()
         return out
 
-    def to_device_array(self, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> cuda.DeviceArray:
-        """A new DeviceArray holding a copy of an output (device to device, on this stream)."""
+    def to_device_array(self, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype, *, stream: cuda.Stream | None = None) -> cuda.DeviceArray:
+        """A new DeviceArray holding a copy of an output (device to device, on this stream or ``stream``)."""
         nbytes = math.prod(shape) * dtype.itemsize
         buf = cuda.DeviceBuffer(nbytes)
         if nbytes:
-            cuda.copy_dtod_async(buf.ptr, src_ptr, nbytes, self.stream)
+            cuda.copy_dtod_async(buf.ptr, src_ptr, nbytes, stream or self.stream)
         return cuda.DeviceArray(buf, shape, dtype)
 
     def close(self) -> None:

@@ -66,9 +66,11 @@ class _ContextState:
     allocator: Any
     stream: cuda.Stream
     done: cuda.Event
+    # Data-dependent outputs live in the context's own buffers (TensorRT keeps using the memory its allocator
+    # gave it while that is big enough), copied out on the context's stream before its next run can overwrite them.
+    dynamic: cuda.BufferPool = field(default_factory=lambda: cuda.BufferPool("device"))
     profile: int = -1
     pinned: int | None = None  # the one profile this context may use (TensorRT without profile sharing)
-    target: IoSlot | None = None  # the slot of the run being enqueued: data-dependent outputs go to its buffers
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     addresses: dict[str, int] = field(default_factory=dict)
     dynamic_ptrs: dict[str, int] = field(default_factory=dict)
@@ -79,7 +81,8 @@ class _ContextState:
         for graph in self.graphs.values():
             graph.close()
         self.graphs.clear()
-        self.context = self.allocator = self.target = None
+        self.context = self.allocator = None
+        self.dynamic.close()
         self.done.close()
         self.stream.close()
 
@@ -223,9 +226,7 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
             state.profile = 0
 
         def alloc(name: str, nbytes: int) -> int:
-            if state.target is None:  # pragma: no cover - TensorRT allocates only inside execute, after target is set
-                raise EngineError(f"engine {str(self.path)!r}: TensorRT asked for output {name!r} outside a run")
-            ptr = state.target.output_buffer(name, nbytes)
+            ptr = int(state.dynamic.get(name, nbytes).ptr)
             state.dynamic_ptrs[name] = ptr
             return ptr
 
@@ -368,7 +369,6 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         ready: cuda.Event = slot.extra["ready"]
         ready.record(slot.stream)
         state.stream.wait(ready)
-        state.target = slot
         self._execute(state, feeds, shapes)
         if timer is not None:
             timer.mark(2, state.stream)
@@ -411,17 +411,21 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         """Queue the copy of every output on the slot's stream (D2H, or D2D into new DeviceArrays)."""
         device_out = self.config.outputs_on_device
         result: dict[str, Any] = {}
+        on_context = False
         for t in self._io_out:
             shape = out_shapes[t.name]
-            if shape is None:
-                shape = state.allocator.shapes[t.name]
-                ptr = state.dynamic_ptrs[t.name]
+            stream = None
+            if shape is None:  # the context's own buffer: copied on its stream, ordered before its next run
+                shape, ptr, stream, on_context = state.allocator.shapes[t.name], state.dynamic_ptrs[t.name], state.stream, True
             else:
                 ptr = slot.output_buffer(t.name, int(self._max_out[t.name] or 0))
             if device_out:
-                result[t.name] = slot.to_device_array(ptr, shape, t.dtype)
+                result[t.name] = slot.to_device_array(ptr, shape, t.dtype, stream=stream)
             else:
-                slot.download(t.name, ptr, shape, t.dtype)
+                slot.download(t.name, ptr, shape, t.dtype, stream=stream)
+        if on_context:  # the slot's stream (which collect() waits for) also waits for those copies
+            state.done.record(state.stream)
+            slot.stream.wait(state.done)
         return result
 
     def _release(self) -> None:

@@ -226,7 +226,7 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
 _interrupted: list[tuple[threading.Thread, tuple[Any, ...]]] = []
 
 
-def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any | None) -> Any:
+def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any | None, *, device: int | None = None) -> Any:
     """``build_serialized_network`` on a worker thread, so Ctrl-C reaches the main thread at once.
 
     The binding releases the GIL while building (all versions), so the main thread keeps handling
@@ -239,6 +239,10 @@ def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any |
 
     def work() -> None:
         try:
+            if device is not None:  # the builder's CUDA context, current here too: a new thread has none, and
+                from ..backends.cuda import ensure_device  # TensorRT warns "The CUDA context changed between
+
+                ensure_device(device)  # createInferBuilder and buildSerializedNetwork" (seen with 8.5 on an H200)
             result["host"] = builder.build_serialized_network(network, config)
         except BaseException as exc:  # handed to the main thread below
             result["error"] = exc
@@ -291,7 +295,7 @@ def run_builder(flavor: Any, *, onnx_path: Path, data: bytes | None, options: Bu
     monitor = progress_monitor(trt, show=show)
     if monitor is not None:
         config.progress_monitor = monitor
-    host = _build_interruptibly(builder, network, config, monitor)
+    host = _build_interruptibly(builder, network, config, monitor, device=None if flavor.is_rtx else options.device)
     logger.check_interrupt()
     if host is None:
         raise BuildError(

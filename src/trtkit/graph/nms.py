@@ -216,13 +216,14 @@ def _onnx_nms_tail(g: _Graph, boxes: str, scores: str, kps: str | None, cfg: Add
     dense = g.op("ConstantOfShape", [g.op("Shape", [best2])], value=_tensor(-1.0))
     where = g.op("Gather", [sel, g.const([0, 2], np.int64)], axis=1)  # [K, 2] = (batch, box)
     kept = g.op("ScatterND", [dense, where, g.op("GatherND", [best2, where])])  # [B,N]: score if kept else -1
-    n = g.op("Gather", [g.op("Shape", [kept]), g.const([1], np.int64)])
-    k = g.op("Cast", [g.op("Min", [g.op("Cast", [n], to=1), g.const([float(cfg.max_det)], np.float32)])], to=7)
-    top, idx = g.op("TopK", [kept, k], outputs=2, axis=1, largest=1, sorted=1)  # [B,k]
-    pad = g.op("Concat", [g.const([0, 0, 0], np.int64), g.op("Sub", [g.const([cfg.max_det], np.int64), k])], axis=0)
-    top = g.op("Pad", [top, pad, g.const(-1.0, np.float32)])
-    idx = g.op("Pad", [idx, pad, g.const(0, np.int64)])
+    # TopK's K must be a constant for TensorRT's parser (8.5: "only supports input K as an initializer"), and
+    # N may be below max_det: append max_det entries of -1, take the top max_det, point the filler at box 0.
+    batch = g.op("Gather", [g.op("Shape", [kept]), g.const([0], np.int64)])
+    filler = g.op("ConstantOfShape", [g.op("Concat", [batch, g.const([cfg.max_det], np.int64)], axis=0)], value=_tensor(-1.0))
+    wide = g.op("Concat", [kept, filler], axis=1)  # [B,N+max]
+    top, idx = g.op("TopK", [wide, g.const([cfg.max_det], np.int64)], outputs=2, axis=1, largest=1, sorted=1)  # [B,max]
     valid = g.op("Greater", [top, g.const(-0.5, np.float32)])  # [B,max]
+    idx = g.op("Where", [valid, idx, g.const(0, np.int64)])  # kept entries index real boxes; the rest box 0, zeroed below
     validf = g.op("Cast", [valid], to=1)
     count = g.op("Cast", [g.reduce("ReduceSum", g.op("Cast", [valid], to=7), 1, keepdims=1)], to=6)
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import TaskError
+from ._image import _cv2
 
 __all__ = ["Preprocess", "PAD_CHOICES", "CLASSIFY_PRESETS", "format_scale", "parse_scale"]
 
@@ -34,11 +35,6 @@ def _tables(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> tu
     m, inv = np.asarray(mean, np.float32), 1.0 / np.asarray(std, np.float32)
     return tuple(np.ascontiguousarray((levels * np.float32(scale) - m[c]) * inv[c], np.float32) for c in range(3))
 
-
-def _cv2() -> Any:
-    from ._image import _cv2 as load
-
-    return load()
 METADATA_KEY = "trtkit.preprocess"  # where add-nms records the source layout's preprocessing
 
 

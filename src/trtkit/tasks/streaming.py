@@ -42,6 +42,7 @@ from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequen
 import numpy as np
 
 from ..errors import BackendUnavailable, TaskError, TrtkitError
+from ._image import as_rgb
 
 __all__ = ["StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
 
@@ -416,8 +417,6 @@ class _Engine:
         self._put(self.prepared, _END)
 
     def _prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
-        from ._image import as_rgb
-
         if isinstance(item, BadInput):
             raise TaskError(item.message)
         rgb = as_rgb(item.image if isinstance(item, Frame) else item)
