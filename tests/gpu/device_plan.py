@@ -123,7 +123,7 @@ def calls() -> list[dict[str, object]]:
         cmd = f"mkdir -p /tmp/stash && cp .devpack/c{i:02d}/* /tmp/stash/ && ls /tmp/stash | wc -l"
         if i == meta["first_done"]:  # TensorRT, bindings, assets, wheels complete: unpack, start the builds
             cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(FIRST)} && {ENV} && nvidia-smi -L && "
-                    "(setsid nohup python3 -m tests.gpu.prebuild --jobs 8 --budget 900 > /tmp/prebuild.log 2>&1 < /dev/null &) && "
+                    "(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget 900 > /tmp/prebuild.log 2>&1 < /dev/null &) && "
                     "sleep 20; cat /tmp/prebuild.log")  # its own session: it outlives this call
         elif i == meta["calls"] - 1:  # onnxruntime-gpu complete: unpack, run the tests that need no engine
             cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(SECOND)} && {ENV} && "

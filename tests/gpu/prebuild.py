@@ -1,12 +1,14 @@
-"""Build the engines the GPU suite and the GPU benchmarks use, in parallel processes, before they run.
+"""Build the engines the GPU suite and the GPU benchmarks use, in the background, before they run.
 
-TensorRT 8.5 on the H200 takes 15 s to 6 min per engine (tactic timing), so one after another they outrun a
-device call. Each job here calls the very function the test or benchmark calls, with the same arguments;
+TensorRT 8.5 on the H200 takes 15 s to 6 min per engine (tactic timing), so they outrun a device call; started
+in its own process session, this builds while later calls upload other things. One build at a time by default:
+8 in parallel on the one GPU were slower (EfficientNet-Lite0 took 332 s instead of about 15 s), since tactic
+timing needs the GPU to itself. Each job here calls the very function the test or benchmark calls, with the same arguments;
 trtkit build's cache (the sidecar's ``cache_key``) then makes the test or benchmark reuse the engine. A job
 that does not finish within ``--budget`` seconds is stopped (builds write atomically: no partial engine), and
 its test builds it itself.
 
-    python -m tests.gpu.prebuild [--jobs 8] [--budget 540] [--only suite,bench,nms,pipelines]
+    python -m tests.gpu.prebuild [--jobs 1] [--budget 540] [--only suite,bench,nms,pipelines]
 
 Run it on the device machine after ``source .trt/py/setup.sh`` (see tests/README.md).
 """
@@ -103,7 +105,7 @@ def _run(fn, args):  # in the worker process
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=1, help="builds at once (more than 1 slows each down a lot)")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds; unfinished builds are stopped")
     ap.add_argument("--only", default=",".join(JOBS))
     args = ap.parse_args()

@@ -202,3 +202,10 @@ def test_onnx_nms_topk_k_is_a_constant_for_tensorrt(scrfd_nms):
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     topk = [n for n in model.graph.node if n.op_type == "TopK"]
     assert topk and all(n.input[1] in constants for n in topk)
+
+
+def test_max_det_above_tensorrt_topk_limit_is_refused_for_tensorrt(cli, tmp_path):
+    res = cli("add-nms", asset_model("yolov8n"), "-o", tmp_path / "n.onnx", "--target", "tensorrt", "--max-det", "100000")
+    assert_clean_error(res, "--max-det", "3840", "--target onnxruntime")
+    assert not (tmp_path / "n.onnx").exists()
+    assert AddNmsConfig(max_det=100000, target="onnxruntime").max_det == 100000

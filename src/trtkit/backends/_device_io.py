@@ -426,6 +426,32 @@ class PipelinedBackend:
         """Whether the staged pipeline takes this call (else a worker thread runs ``_infer_prepared``)."""
         return True
 
+    def _timed_upload(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, int]:
+        """The direct path's uploads on the slot's stream, between stage marks 0 and 1 when timed."""
+        if timer is not None:
+            timer.mark(0, slot.stream)
+        ptrs = {name: slot.upload(name, value) for name, value in feeds.items()}
+        if timer is not None:
+            if not transfers:  # trtexec --noDataTransfers: the compute mark starts after the inputs are there
+                slot.stream.synchronize()
+            timer.mark(1, slot.stream)
+        return ptrs
+
+    def _timed_finish(self, slot: IoSlot, timer: StageTimer | None, transfers: bool,
+                      issue: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The direct path's end: ``issue()`` queues the output copies (none without transfers), stage mark 3,
+        then the outputs."""
+        if timer is not None and not transfers:  # outputs stay where they are
+            timer.mark(3, slot.stream)
+            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
+            slot.stream.synchronize()
+            return {}
+        result = issue()
+        if timer is not None:
+            timer.mark(3, slot.stream)
+            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
+        return self._collect(slot, result)
+
     def _collect(self, slot: IoSlot, result: dict[str, Any]) -> dict[str, Any]:
         """Wait for the copies queued on the slot's stream; numpy outputs come back as new arrays."""
         if self.config.outputs_on_device:  # type: ignore[attr-defined]  # the backend's RuntimeConfig

@@ -20,7 +20,6 @@ import functools
 import math
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -132,15 +131,9 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
         """The direct path of ``infer``/``timed_infer``: upload, run and download on the caller's thread."""
         state: _Binding = slot.extra["ort"]
-        if timer is not None:
-            timer.mark(0, slot.stream)
-        ptrs = {name: slot.upload(name, value) for name, value in feeds.items()}
-        if timer is not None:
-            if not transfers:
-                slot.stream.synchronize()
-            timer.mark(1, slot.stream)
+        ptrs = self._timed_upload(slot, feeds, timer, transfers)
         shapes = self._run_uploaded(slot, state, feeds, ptrs, timer)
-        return self._finish(slot, state, shapes, timer, transfers)
+        return self._timed_finish(slot, timer, transfers, lambda: self._issue_outputs(slot, state, shapes))
 
     def _upload_stage(self, slot: IoSlot, feeds: Mapping[str, Any]) -> dict[str, int]:
         """Pipeline stage 1: inputs on the device when this returns (the host waits for the copy:
@@ -218,18 +211,6 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
             if state.outputs.get(spec.name) != bound:
                 state.binding.bind_output(spec.name, "cuda", self._device_id, dtype, list(shape), bound[0])
                 state.outputs[spec.name] = bound
-
-    def _finish(self, slot: IoSlot, state: _Binding, shapes: dict[str, tuple[int, ...]] | None, timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
-        if timer is not None and not transfers:
-            timer.mark(3, slot.stream)
-            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
-            slot.stream.synchronize()
-            return {}
-        result = self._issue_outputs(slot, state, shapes)
-        if timer is not None:
-            timer.mark(3, slot.stream)
-            timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
-        return self._collect(slot, result)
 
     def _issue_outputs(self, slot: IoSlot, state: _Binding, shapes: dict[str, tuple[int, ...]] | None) -> dict[str, Any]:
         """Queue the copy of every output on the slot stream (D2H, or D2D into new DeviceArrays)."""

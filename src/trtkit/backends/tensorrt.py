@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -311,24 +310,9 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         shapes = _shapes(feeds)
         with self._contexts.acquire() as state:
             self._select(state, shapes)
-            if timer is not None:
-                timer.mark(0, slot.stream)
-            ptrs = {name: slot.upload(name, value) for name, value in feeds.items()}
-            if timer is not None:
-                if not transfers:
-                    slot.stream.synchronize()
-                timer.mark(1, slot.stream)
+            ptrs = self._timed_upload(slot, feeds, timer, transfers)
             out_shapes = self._enqueue(slot, state, feeds, shapes, ptrs, timer)
-            if timer is not None and not transfers:  # trtexec --noDataTransfers: outputs stay where they are
-                timer.mark(3, slot.stream)
-                timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
-                slot.stream.synchronize()
-                return {}
-            result = self._issue_outputs(slot, state, out_shapes)
-            if timer is not None:
-                timer.mark(3, slot.stream)
-                timer.enqueue_ms = (time.perf_counter() - timer.t0) * 1e3
-            return self._collect(slot, result)
+            return self._timed_finish(slot, timer, transfers, lambda: self._issue_outputs(slot, state, out_shapes))
 
     def _upload_stage(self, slot: IoSlot, feeds: Mapping[str, Any]) -> dict[str, int]:
         """Pipeline stage 1: stage and queue the H2D on the slot's stream (the host does not wait for it)."""

@@ -57,6 +57,7 @@ NAME_PRESETS: dict[str, dict[str, str]] = {
 }
 TARGETS = ("auto", "onnxruntime", "tensorrt", "tensorrt-rtx")
 _P = "trtkit_nms/"  # prefix of every tensor and node we add
+_TRT_MAX_K = 3840  # TensorRT's TopK limit on K (the ONNX-NMS tail's TopK; EfficientNMS_TRT uses TopK too)
 
 _RTX_REFUSAL = (
     "TensorRT-RTX cannot build an NMS graph: its builder has no NonMaxSuppression implementation "
@@ -118,6 +119,12 @@ class AddNmsConfig:
             raise TaskError(
                 "EfficientNMS_TRT has no landmark output, so it cannot serve --task face; "
                 "drop --efficient-nms (the ONNX NonMaxSuppression graph runs on ONNX Runtime and full TensorRT)"
+            )
+        if self.resolved_target == "tensorrt" and self.max_det > _TRT_MAX_K:
+            raise TaskError(
+                f"add-nms max_det (--max-det) {self.max_det} is above {_TRT_MAX_K}, the most boxes TensorRT's TopK and "
+                f"EfficientNMS_TRT keep per image (target tensorrt); use --max-det {_TRT_MAX_K} or less, or "
+                "--target onnxruntime"
             )
         if self.efficient_nms and self.resolved_target == "onnxruntime":
             raise TaskError(
