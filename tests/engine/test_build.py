@@ -328,3 +328,15 @@ def test_onnx_metadata_travels_into_the_sidecar(tmp_path):
     assert _sidecar(tmp_path / "meta.plan")["metadata"] == {"trtkit.nms.conf": "0.3", "trtkit.preprocess": '{"scale": 1.0}'}
     build(tmp_path / "log.onnx", tmp_path / "plain.plan", config=_cfg())
     assert _sidecar(tmp_path / "plain.plan")["metadata"] == {}
+
+    from trtkit.serve.facts import read_facts
+
+    assert read_facts(tmp_path / "meta.plan").metadata["trtkit.nms.conf"] == "0.3"  # Triton sees what predict sees
+
+    # a sidecar written before build recorded metadata: the engine is rebuilt, not reused without it
+    side = _sidecar(tmp_path / "meta.plan")
+    del side["metadata"]
+    sidecar_path(tmp_path / "meta.plan").write_text(json.dumps(side))
+    assert not build(tmp_path / "meta.onnx", tmp_path / "meta.plan", config=_cfg()).cached
+    assert "metadata" in _sidecar(tmp_path / "meta.plan")
+    assert build(tmp_path / "meta.onnx", tmp_path / "meta.plan", config=_cfg()).cached

@@ -121,21 +121,23 @@ def calls() -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for i in range(meta["calls"]):
         cmd = f"mkdir -p /tmp/stash && cp .devpack/c{i:02d}/* /tmp/stash/ && ls /tmp/stash | wc -l"
+        no_engine_tests = ("timeout 400 python3 -m pytest tests/gpu/test_cuda_gpu.py tests/gpu/test_ort_cuda_gpu.py "
+                           "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild.log")
         if i == meta["first_done"]:  # TensorRT, bindings, assets, wheels complete: unpack, start the builds
             cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(FIRST)} && {ENV} && nvidia-smi -L && "
                     "(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget 900 > /tmp/prebuild.log 2>&1 < /dev/null &) && "
                     "sleep 20; cat /tmp/prebuild.log")  # its own session: it outlives this call
+            if i == meta["calls"] - 1:  # no onnxruntime-gpu packed: the engine-free tests run here (ORT-CUDA ones skip)
+                cmd += "; " + no_engine_tests
         elif i == meta["calls"] - 1:  # onnxruntime-gpu complete: unpack, run the tests that need no engine
-            cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(SECOND)} && {ENV} && "
-                    "timeout 400 python3 -m pytest tests/gpu/test_cuda_gpu.py tests/gpu/test_ort_cuda_gpu.py "
-                    "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild.log")
+            cmd += f" && bash tests/gpu/device_unpack.sh {' '.join(SECOND)} && {ENV} && " + no_engine_tests
         out.append({"carry": [f".devpack/c{i:02d}"], "command": cmd})
     # [t]: the pattern must not match this loop's own command line
     wait = "while pgrep -f [t]ests.gpu.prebuild >/dev/null; do sleep 5; done; cat /tmp/prebuild.log"
     tiny = "sweep_engine_column or retinaface_engine_column"  # tiny constructed engines: built in the test, in seconds
     out.append({"timeout_s": 600, "command": (
         f"set -o pipefail; {ENV} && timeout 300 python3 -m pytest tests/gpu/test_nms_engine_gpu.py -q -rs -p no:cacheprovider "
-        f"-k '{tiny}' 2>&1 | tee $OUT/nms-sweep.log | tail -20; timeout 420 bash -c '{wait}'")})
+        f"-k '{tiny}' 2>&1 | tee $OUT/nms-sweep.log | tail -20; timeout 280 bash -c '{wait}'")})
     out.append({"timeout_s": 600, "command": (
         f"set -o pipefail; {ENV} && timeout 580 python3 -m pytest tests/gpu -v -rs -p no:cacheprovider -k 'not ({tiny})' "
         "--ignore tests/gpu/test_cuda_gpu.py --ignore tests/gpu/test_ort_cuda_gpu.py --ignore tests/gpu/test_bench_gpu.py "

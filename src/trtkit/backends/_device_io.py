@@ -91,12 +91,13 @@ def stack_into(out: np.ndarray, parts: list[np.ndarray]) -> None:
     if out.nbytes < _PARALLEL_COPY_BYTES or len(parts) < 2:
         np.concatenate(parts, axis=0, out=out)
         return
+    rows = sum(part.shape[0] for part in parts)
+    if rows != out.shape[0]:  # before any copy starts: none may still write into out after we raise
+        raise ValueError(f"stack_into: the parts hold {rows} rows, the output {out.shape[0]}")
     jobs, row = [], 0
     for part in parts:
         jobs.append(_pool().submit(np.copyto, out[row : row + part.shape[0]], part, casting="no"))
         row += part.shape[0]
-    if row != out.shape[0]:
-        raise ValueError(f"stack_into: the parts hold {row} rows, the output {out.shape[0]}")
     wait(jobs)  # all of them, even when one failed: none may still write into out after we return
     for job in jobs:
         job.result()
@@ -325,6 +326,7 @@ class _Pipeline:
 
     def __init__(self, owner: "PipelinedBackend") -> None:
         self._owner = owner
+        self._device = int(getattr(getattr(owner, "config", None), "device_id", 0))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
@@ -357,6 +359,7 @@ class _Pipeline:
         job.future.set_exception(exc)
 
     def _upload_loop(self) -> None:
+        cuda.ensure_device(self._device)  # a new thread starts on GPU 0: launches and allocations go to the backend's GPU
         while (job := self._jobs.get()) is not None:
             if not job.future.set_running_or_notify_cancel():
                 continue
@@ -375,6 +378,7 @@ class _Pipeline:
         self._ready.put(None)
 
     def _compute_loop(self) -> None:
+        cuda.ensure_device(self._device)  # a new thread starts on GPU 0: launches and allocations go to the backend's GPU
         while (item := self._ready.get()) is not None:
             job, slot, staged = item
             try:
@@ -386,6 +390,7 @@ class _Pipeline:
         self._done.put(None)
 
     def _finish_loop(self) -> None:
+        cuda.ensure_device(self._device)  # a new thread starts on GPU 0: launches and allocations go to the backend's GPU
         while (item := self._done.get()) is not None:
             job, slot, finish = item
             try:
@@ -520,7 +525,9 @@ class PipelinedBackend:
             if self._io_closed:
                 raise ClosedError("the backend was closed while this call was submitted; create a new one")
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=len(self._slots.slots), thread_name_prefix="trtkit-infer")
+                device = int(getattr(getattr(self, "config", None), "device_id", 0))
+                self._executor = ThreadPoolExecutor(max_workers=len(self._slots.slots), thread_name_prefix="trtkit-infer",
+                                                    initializer=cuda.ensure_device, initargs=(device,))
             return self._executor
 
     def _quiesce_io(self) -> None:

@@ -321,6 +321,11 @@ class BufferPool(_Owner):
     def nbytes(self) -> int:
         return sum(b.nbytes for b in self._buffers.values())
 
+    def size_of(self, name: str) -> int:
+        """Bytes held for ``name`` (0 when none)."""
+        buf = self._buffers.get(name)
+        return 0 if buf is None else int(buf.nbytes)
+
     def _free(self) -> None:
         for buf in self._buffers.values():
             buf.close()

@@ -303,7 +303,8 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         if size is None:
             raise no_profile_error(self._profiles, shapes, what=f"engine {str(self.path)!r}")
         parts = [super(TensorRTBackend, self)._infer_prepared(chunk) for chunk in split_batch(feeds, size)]
-        return concat_outputs(parts, None if not self.config.outputs_on_device else _concat_device)
+        join = functools.partial(_concat_device, device_id=self.config.device_id)
+        return concat_outputs(parts, join if self.config.outputs_on_device else None)
 
     def _run_on(self, slot: IoSlot, feeds: Mapping[str, Any], timer: StageTimer | None, transfers: bool) -> dict[str, Any]:
         """The direct path of ``infer``/``timed_infer``: everything on the caller's thread, holding one context."""
@@ -311,8 +312,12 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         with self._contexts.acquire() as state:
             self._select(state, shapes)
             ptrs = self._timed_upload(slot, feeds, timer, transfers)
-            out_shapes = self._enqueue(slot, state, feeds, shapes, ptrs, timer)
-            return self._timed_finish(slot, timer, transfers, lambda: self._issue_outputs(slot, state, out_shapes))
+            try:
+                out_shapes = self._enqueue(slot, state, feeds, shapes, ptrs, timer)
+                return self._timed_finish(slot, timer, transfers, lambda: self._issue_outputs(slot, state, out_shapes))
+            except BaseException:
+                _settle(slot, state)
+                raise
 
     def _upload_stage(self, slot: IoSlot, feeds: Mapping[str, Any]) -> dict[str, int]:
         """Pipeline stage 1: stage and queue the H2D on the slot's stream (the host does not wait for it)."""
@@ -323,8 +328,12 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         shapes = _shapes(feeds)
         with self._contexts.acquire() as state:
             self._select(state, shapes)
-            out_shapes = self._enqueue(slot, state, feeds, shapes, staged, None)
-            result = self._issue_outputs(slot, state, out_shapes)  # reads data-dependent shapes while the context is ours
+            try:
+                out_shapes = self._enqueue(slot, state, feeds, shapes, staged, None)
+                result = self._issue_outputs(slot, state, out_shapes)  # reads data-dependent shapes while the context is ours
+            except BaseException:
+                _settle(slot, state)
+                raise
         return functools.partial(self._collect, slot, result)
 
     def _select(self, state: _ContextState, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -401,6 +410,14 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
             stream = None
             if shape is None:  # the context's own buffer: copied on its stream, ordered before its next run
                 shape, ptr, stream, on_context = state.allocator.shapes[t.name], state.dynamic_ptrs[t.name], state.stream, True
+                need, held = int(np.prod(shape, dtype=np.int64)) * t.dtype.itemsize, state.dynamic.size_of(t.name)
+                if need > held:
+                    raise EngineError(
+                        f"engine {str(self.path)!r}: data-dependent output {t.name!r} holds {need} bytes, but "
+                        f"{self.flavor.pretty} asked its output allocator for {held} at most. TensorRT 8.5 asks with "
+                        "the previous run's size (measured), so an output larger than every earlier one overflows; "
+                        "run the largest input first after loading, or use TensorRT 8.6 or newer"
+                    )
             else:
                 ptr = slot.output_buffer(t.name, int(self._max_out[t.name] or 0))
             if device_out:
@@ -422,16 +439,24 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         self._engine = self._runtime = None
 
 
+def _settle(slot: IoSlot, state: _ContextState) -> None:
+    """After a failure mid-call: wait until the context's queued work is done, so the slot and context
+    go back to their pools with nothing still writing into the slot's buffers."""
+    state.done.record(state.stream)
+    slot.stream.wait(state.done)
+    slot.stream.synchronize()
+
+
 def _shapes(feeds: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return {n: tuple(int(d) for d in a.shape) for n, a in feeds.items()}
 
 
-def _concat_device(parts: list[Any]) -> Any:
+def _concat_device(parts: list[Any], *, device_id: int) -> Any:
     """Concatenate DeviceArrays along axis 0 into a new DeviceArray (device to device)."""
     first = parts[0]
     shape = (sum(p.shape[0] for p in parts),) + tuple(first.shape[1:])
     buf = cuda.DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * first.dtype.itemsize)
-    with cuda.Stream() as stream:
+    with cuda.Stream(device_id=device_id) as stream:
         offset = 0
         for part in parts:
             cuda.copy_dtod_async(buf.ptr + offset, part.ptr, part.nbytes, stream)

@@ -212,7 +212,9 @@ def _is_up_to_date(engine: Path, key: str) -> bool:
     if not engine.is_file():
         return False
     side = read_sidecar(engine)  # None when missing or stale (engine sha256 mismatch)
-    return side is not None and side.get("cache_key") == key
+    # A sidecar without "metadata" was written before build recorded the ONNX metadata: reusing it would
+    # drop add-nms thresholds, baked preprocessing and labels, so that engine is built again.
+    return side is not None and side.get("cache_key") == key and "metadata" in side
 
 
 # ----------------------------------------------------------------- build

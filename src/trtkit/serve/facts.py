@@ -120,7 +120,8 @@ def _engine_facts(path: Path) -> ModelFacts:
 
     return ModelFacts(
         path=path, kind="engine", inputs=specs(side["inputs"]), outputs=specs(side["outputs"]),
-        metadata=_engine_metadata(read_engine_file(path).metadata), profiles=tuple(_profile(p) for p in side.get("profiles", [])),
+        metadata=_engine_metadata({**(side.get("metadata") or {}), **(read_engine_file(path).metadata or {})}),
+        profiles=tuple(_profile(p) for p in side.get("profiles", [])),
     )
 
 
@@ -129,5 +130,6 @@ def facts_text(facts: ModelFacts) -> str:
 
 
 def _engine_metadata(meta: dict[str, Any] | None) -> dict[str, str]:
-    """Metadata stored in the engine file itself (Ultralytics engines), as strings."""
+    """The engine's metadata as strings: the source ONNX's metadata_props (which trtkit build records in the
+    sidecar) and what the engine file itself stores (Ultralytics engines), as TensorRTBackend.metadata has it."""
     return {str(k): v if isinstance(v, str) else repr(v) for k, v in (meta or {}).items()}

@@ -27,6 +27,14 @@ __all__ = ["Preprocess", "PAD_CHOICES", "CLASSIFY_PRESETS", "format_scale", "par
 PAD_CHOICES = ("center", "corner")
 
 
+@functools.lru_cache(maxsize=1)
+def _have_cv2() -> bool:
+    """OpenCV is optional here: without it (e.g. quantize's Pillow-only calibration) the NumPy formula runs."""
+    from .._optional import available
+
+    return available("cv2")
+
+
 @functools.lru_cache(maxsize=32)
 def _tables(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, ...]:
     """Per-channel float32 tables of ``(pixel * scale - mean) / std`` for pixels 0..255 (the same float32 ops
@@ -124,7 +132,7 @@ class Preprocess:
         which is what lets streaming pipelines keep up with a GPU.
         """
         self.require_complete("Preprocess.to_tensor")
-        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.size and _have_cv2():
             cv2 = _cv2()
             out = np.empty((1, 3) + image.shape[:2], np.float32)
             planes = cv2.split(image)
