@@ -116,7 +116,7 @@ def sync(*, assets: Path, wheels: Path | None, ort_wheel: Path | None, call_mib:
                                                   "calls": call + 1}))
 
 
-def calls() -> list[dict[str, object]]:
+def calls(*, prebuild: str = "suite,bench,nms,pipelines") -> list[dict[str, object]]:
     meta = json.loads((PACK / "groups.json").read_text())
     out: list[dict[str, object]] = []
     for i in range(meta["calls"]):
@@ -125,7 +125,7 @@ def calls() -> list[dict[str, object]]:
                            "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild.log")
         if i == meta["first_done"]:  # TensorRT, bindings, assets, wheels complete: unpack, start the builds
             cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(FIRST)} && {ENV} && nvidia-smi -L && "
-                    "(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget 900 > /tmp/prebuild.log 2>&1 < /dev/null &) && "
+                    f"(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget 900 --only {prebuild} > /tmp/prebuild.log 2>&1 < /dev/null &) && "
                     "sleep 20; cat /tmp/prebuild.log")  # its own session: it outlives this call
             if i == meta["calls"] - 1:  # no onnxruntime-gpu packed: the engine-free tests run here (ORT-CUDA ones skip)
                 cmd += "; " + no_engine_tests
@@ -161,10 +161,12 @@ def main() -> None:
     ap.add_argument("--ort-wheel", type=Path, help="onnxruntime-gpu cp312 manylinux wheel (see ../shared/DEVICE.md)")
     ap.add_argument("--call-mib", type=int, default=60, help="MiB per call (the checkout itself travels too)")
     ap.add_argument("--sync", action="store_true", help="pack into .devpack first")
+    ap.add_argument("--prebuild", default="suite,bench,nms,pipelines",
+                    help="engine groups tests/gpu/prebuild.py builds in the background (30 device minutes do not cover all)")
     args = ap.parse_args()
     if args.sync:
         sync(assets=args.assets.resolve(), wheels=args.wheels, ort_wheel=args.ort_wheel, call_mib=args.call_mib)
-    for number, call in enumerate(calls(), 1):
+    for number, call in enumerate(calls(prebuild=args.prebuild), 1):
         print(f"call {number}: {json.dumps(call)}")
 
 
