@@ -235,3 +235,12 @@ def test_freed_spatial_axes_show_no_internal_dim_names(cli, tmp_path):
     assert "(-1: a dynamic size that follows from the dynamic input dims)" in result.out
     assert "first half of the batch vs the original run alone at input.1:1x3x640x640" in result.out
     assert "second half of the batch vs the original run alone at input.1:1x3x640x640" in result.out
+
+
+@pytest.mark.parametrize("dims", [("batch", 3, 48, 192), (-1, 3, 48, 192), "1x3x48x192"])
+def test_config_shape_that_is_not_sizes_is_a_spec_error(dims):
+    from trtkit.errors import SpecError
+    from trtkit.graph.reshape import ReshapeConfig
+
+    with pytest.raises(SpecError, match="non-negative integers.*dynamic_batch"):
+        ReshapeConfig(shapes={"x": dims})

@@ -326,7 +326,7 @@ class _Pipeline:
 
     def __init__(self, owner: "PipelinedBackend") -> None:
         self._owner = owner
-        self._device = int(getattr(getattr(owner, "config", None), "device_id", 0))
+        self._device = owner._gpu()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Staged | None] = queue.SimpleQueue()
@@ -427,6 +427,10 @@ class PipelinedBackend:
     def _prepare(self, feeds: Feeds) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _gpu(self) -> int:
+        """The GPU this backend runs on (``RuntimeConfig.device_id``): every thread it starts makes it current."""
+        return int(self.config.device_id)  # type: ignore[attr-defined]  # the backend's RuntimeConfig
+
     def _pipelinable(self, feeds: Mapping[str, Any]) -> bool:
         """Whether the staged pipeline takes this call (else a worker thread runs ``_infer_prepared``)."""
         return True
@@ -525,9 +529,8 @@ class PipelinedBackend:
             if self._io_closed:
                 raise ClosedError("the backend was closed while this call was submitted; create a new one")
             if self._executor is None:
-                device = int(getattr(getattr(self, "config", None), "device_id", 0))
                 self._executor = ThreadPoolExecutor(max_workers=len(self._slots.slots), thread_name_prefix="trtkit-infer",
-                                                    initializer=cuda.ensure_device, initargs=(device,))
+                                                    initializer=cuda.ensure_device, initargs=(self._gpu(),))
             return self._executor
 
     def _quiesce_io(self) -> None:

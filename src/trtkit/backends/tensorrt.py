@@ -271,11 +271,12 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
             for t in self._io_out:
                 if self._max_out[t.name] is None:
                     api.attach_output_allocator(state.context, t.name, state.allocator)
+        biggest = {t.name: max((int(np.prod(p[t.name].max, dtype=np.int64)) for p in self._profiles if t.name in p), default=0)
+                   * t.dtype.itemsize for t in self._io_in}
         for slot in self._slots.slots:
-            for t in self._io_in:
-                biggest = max((int(np.prod(p[t.name].max, dtype=np.int64)) for p in self._profiles if t.name in p), default=0)
-                slot.device.get("in/" + t.name, biggest * t.dtype.itemsize)
-                slot.host.get("in/" + t.name, biggest * t.dtype.itemsize)
+            for name, nbytes in biggest.items():
+                slot.device.get("in/" + name, nbytes)
+                slot.host.get("in/" + name, nbytes)
             for t in self._io_out:
                 size = self._max_out[t.name]
                 if size is not None:
@@ -296,9 +297,9 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         return choose_profile(self._profiles, _shapes(feeds), prefer=0) is not None
 
     def _infer_prepared(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        shapes = _shapes(feeds)
-        if choose_profile(self._profiles, shapes, prefer=0) is not None:
+        if self._pipelinable(feeds):  # one profile takes the whole batch
             return super()._infer_prepared(feeds)
+        shapes = _shapes(feeds)
         size = chunk_size(self._profiles, shapes)
         if size is None:
             raise no_profile_error(self._profiles, shapes, what=f"engine {str(self.path)!r}")

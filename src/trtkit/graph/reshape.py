@@ -46,7 +46,16 @@ DEFAULT_DYNAMIC = 64  # size used for still-dynamic non-batch dims when running 
 
 def _shape_pairs(value: Any) -> tuple[tuple[str, Shape], ...]:
     items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(n), tuple(int(d) for d in s)) for n, s in items)
+    out = []
+    for name, dims in items:
+        if isinstance(dims, (str, bytes)) or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
+                                                     for d in dims):
+            raise SpecError(
+                f"ReshapeConfig shape for input {name!r} must be non-negative integers, got {tuple(dims) if not isinstance(dims, str) else dims!r}; "
+                "give concrete sizes, e.g. (1, 3, 640, 640) (to keep an axis dynamic, use dynamic_batch or dynamic)"
+            )
+        out.append((str(name), tuple(int(d) for d in dims)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
