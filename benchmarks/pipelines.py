@@ -4,14 +4,18 @@ For each task (classify, detect at 640 and at 320, face, OCR), side by side in o
 
 * ``predict_batch``: today's sequential pipeline (read, preprocess, infer, postprocess, one
   stage after another) -- the baseline;
-* ``stream``: ``task.stream(...)`` (:mod:`trtkit.tasks.streaming`: decoding/preprocessing in
-  worker threads, batched inference overlapped, postprocessing in the workers);
+* ``stream``: ``task.stream(..., pool="threads")`` (:mod:`trtkit.tasks.streaming`: decoding/
+  preprocessing in worker threads, batched inference overlapped, postprocessing in the workers);
+* ``stream/proc``: ``task.stream(..., pool="processes")``: decoding/preprocessing in worker
+  processes writing into shared (page-locked on a GPU) batch buffers (:mod:`trtkit.tasks.stream_workers`);
 * ``model alone``: the backend on inputs prepared in advance at the same batch size -- on a GPU
   backend device-resident (``timed_infer(transfers=False)``: compute only), on the CPU
   ``infer`` on preallocated arrays. For OCR (det -> crops -> rec, shapes depend on the
   image) the exact det/rec/cls inputs one pass produced are replayed.
 * ``ratio`` = stream / model alone; ``speed-up`` = stream / predict_batch (the median of the
-  per-round ratios: each compares two runs made one after the other).
+  per-round ratios: each compares two runs made one after the other); the same two for
+  ``stream/proc``. Its worker processes are started once per task, before the timed rounds
+  (``task.close()`` stops them); the start is printed apart.
 
 Each is measured on in-memory RGB frames and on JPEG files (decoding included), the
 contenders interleaved round by round (the machine's load drifts hit all alike); medians of
@@ -236,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="use an engine for a task (tensorrt): detect640=..., ocr-det=..., ocr-rec=...")
     ap.add_argument("--graph-preprocess", action="store_true", help="also stream detect/face with preprocessing in the graph")
     ap.add_argument("--frame-size", metavar="LO:HI", help="resize the frames so their long side is LO..HI px (e.g. 400:600)")
+    ap.add_argument("--no-processes", action="store_true", help="leave out the stream/proc column (worker processes)")
     args = ap.parse_args(argv)
     engines = dict(e.split("=", 1) for e in args.engine)
     device = "cpu" if args.backend in ("onnxruntime", "ort-cpu") else "cuda"
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         long_side = tuple(int(v) for v in args.frame_size.split(":")) if args.frame_size else None
         all_frames = frames(max(args.images, args.ocr_images), long_side=long_side)  # type: ignore[arg-type]
         all_files = write_jpegs(all_frames, Path(tmp))
-        header = f"{'task':<10} {'input':<7} {'predict_batch':>13} {'stream':>8} {'speed-up':>8} {'model alone':>11} {'ratio':>6}"
+        header = (f"{'task':<10} {'input':<7} {'predict_batch':>13} {'stream':>8} {'speed-up':>8} {'model alone':>11} {'ratio':>6}"
+                  + ("" if args.no_processes else f" {'stream/proc':>11} {'speed-up':>8} {'ratio':>6}"))
         rows: list[str] = []
         for name in names:
             task = open_task(name, backend=args.backend, runtime=runtime, engines=engines)
@@ -260,18 +266,29 @@ def main(argv: list[str] | None = None) -> int:
                           f"({many / one:.2f}x; threads scale when cv2/NumPy release the GIL)")
                 alone = model_alone(task, imgs, args.batch, rounds=args.rounds)
                 graph = _graph_stages(task, name, args, runtime) if args.graph_preprocess else None
+                procs = not args.no_processes and name != "ocr"  # OCR runs whole images per worker: threads only
+                if procs:
+                    t0 = time.perf_counter()
+                    n = sum(1 for _ in task.stream(imgs[: args.batch], batch_size=args.batch, workers=args.workers, pool="processes"))
+                    print(f"{name}: {args.workers} worker processes started and ran {n} images in {time.perf_counter() - t0:.2f} s")
                 for label, items in (("frames", imgs), ("jpeg", files)):
                     contenders: dict[str, Callable[[], int]] = {
                         "seq": lambda items=items: len(task.predict_batch(items, batch_size=args.batch)),
-                        "stream": lambda items=items: sum(1 for _ in task.stream(items, batch_size=args.batch, workers=args.workers)),
+                        "stream": lambda items=items: sum(1 for _ in task.stream(items, batch_size=args.batch, workers=args.workers, pool="threads")),
                     }
+                    if procs:
+                        contenders["proc"] = lambda items=items: sum(
+                            1 for _ in task.stream(items, batch_size=args.batch, workers=args.workers, pool="processes")
+                        )
                     if graph is not None:
                         contenders["graph"] = lambda items=items: sum(1 for _ in graph.stream(items, batch_size=args.batch, workers=args.workers))
                     runs = interleaved(contenders, args.rounds)
                     got = {k: statistics.median(v) for k, v in runs.items()}
                     extra = f"  stream+graph {got['graph']:.1f} ({got['graph'] / alone:.3f})" if "graph" in got else ""
+                    proc = (f" {got['proc']:>11.1f} {median_ratio(runs['proc'], runs['seq']):>7.2f}x {got['proc'] / alone:>6.3f}"
+                            if "proc" in got else f" {'-':>11} {'-':>8} {'-':>6}" if not args.no_processes else "")
                     row = (f"{name:<10} {label:<7} {got['seq']:>13.1f} {got['stream']:>8.1f} "
-                           f"{median_ratio(runs['stream'], runs['seq']):>7.2f}x {alone:>11.1f} {got['stream'] / alone:>6.3f}{extra}")
+                           f"{median_ratio(runs['stream'], runs['seq']):>7.2f}x {alone:>11.1f} {got['stream'] / alone:>6.3f}{proc}{extra}")
                     rows.append(row)
                     print(row if len(rows) > 1 else header + "\n" + row, flush=True)
                 if graph is not None:

@@ -136,7 +136,8 @@ def _write_video(path, assets, frames: int, size=(160, 128)):
     writer.release()
 
 
-def test_directory_of_mixed_valid_and_broken_files_loses_and_reorders_nothing(cli, assets, tmp_path):
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_directory_of_mixed_valid_and_broken_files_loses_and_reorders_nothing(cli, assets, tmp_path, pool):
     import shutil
 
     src = tmp_path / "in"
@@ -152,7 +153,7 @@ def test_directory_of_mixed_valid_and_broken_files_loses_and_reorders_nothing(cl
             (src / name).write_bytes(b"" if "empty" in name else b"this is not an image")
     (src / "readme.txt").write_text("ignored: not an image extension")
     out = tmp_path / "out"
-    r = cli("predict", "--task", "detect", asset_model("yolov8n"), src, "--json", "--batch", "3", "--workers", "2", "--save-dir", out)
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), src, "--json", "--batch", "3", "--workers", "2", "--save-dir", out, "--pool", pool)
     assert r.code == 1 and "Traceback" not in r.err, r
     records = json.loads(r.out)
     expected_order = sorted(layout, key=lambda n: n.split("/"))
@@ -183,7 +184,8 @@ def test_video_writes_annotated_mp4_and_one_json_line_per_frame(cli, assets, tmp
     assert r.out.index(f"{video}#11:") < r.out.index("astronaut.png:")  # input order
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_whole_files(assets, tmp_path):
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_ctrl_c_stops_cleanly_and_keeps_whole_files(assets, tmp_path, pool):
     import os
     import signal
     import subprocess
@@ -193,17 +195,22 @@ def test_ctrl_c_stops_cleanly_and_keeps_whole_files(assets, tmp_path):
     video = tmp_path / "long.mp4"
     _write_video(video, assets, frames=3000)
     out = tmp_path / "out"
+    shm_before = {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "trtkit", "predict", "--task", "detect", str(asset_model("yolov8n")), str(video),
-         "--save-dir", str(out), "--batch", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+         "--save-dir", str(out), "--batch", "2", "--workers", "2", "--pool", pool],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     partial = out / ".long.jsonl.partial"
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.exists() and partial.stat().st_size > 2000):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to the whole process group, workers included
     _, err = proc.communicate(timeout=120)
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("psm_")} == shm_before  # no shared batch buffers left
+    listed = subprocess.run(["pgrep", "-g", str(proc.pid), "-a"], capture_output=True, text=True).stdout.splitlines()
+    survivors = [line for line in listed if "<defunct>" not in line]  # exited; reaping them is init's job here
+    assert not survivors, survivors  # no worker process outlived it
     assert proc.returncode == 130, err
     assert "interrupted after" in err and "is kept" in err and "Traceback" not in err
     assert sorted(os.listdir(out)) == ["long.jsonl", "long.mp4"]  # renamed into place, no temp files left

@@ -134,3 +134,34 @@ def test_close_right_after_pipelined_calls_is_safe():
         assert all(f.result()["output0"].shape[0] == 2 for f in futures)
         with pytest.raises(trtkit.errors.ClosedError):
             gpu.infer(batches[0])
+
+
+def test_stream_in_worker_processes_uploads_shared_page_locked_batches():
+    """task.stream of an unsized input on a GPU backend with >= 4 workers: auto picks worker processes; their shared batch
+    buffers are page-locked (uploaded without staging); the detections equal predict_batch's."""
+    _cuda_ep_or_skip()
+    from pathlib import Path
+
+    import trtkit.tasks.stream_workers as stream_workers
+    from trtkit.tasks.detection import Detector
+    from tests.tasks.test_streaming import _same_detections
+
+    images = sorted(str(p) for p in (Path(asset_model("yolov8n")).parents[1] / "images").iterdir())
+    pinned: list[bool] = []
+    real_views = stream_workers.SharedBatchRing.views
+
+    def checked_views(slot, count):  # records, per batch, whether the backend gets page-locked memory
+        views = real_views(slot, count)
+        pinned.extend(cuda.is_pinned(v.ctypes.data) for v in views.values())
+        return views
+
+    stream_workers.SharedBatchRing.views = staticmethod(checked_views)
+    try:
+        with Detector.from_path(asset_model("yolov8n"), runtime=RuntimeConfig(device="cuda")) as task:
+            streamed = list(task.stream(iter(images * 3), batch_size=4, workers=4))  # unsized: may be long
+            assert task.__dict__["_stream_workers"].count == 4  # auto chose worker processes
+            expected = task.predict_batch(images * 3, batch_size=4)
+    finally:
+        stream_workers.SharedBatchRing.views = staticmethod(real_views)
+    assert pinned and all(pinned)
+    assert len(streamed) == len(expected) and all(_same_detections(a, b) for a, b in zip(streamed, expected))

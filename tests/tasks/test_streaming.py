@@ -146,3 +146,99 @@ def test_options_are_checked():
     with pytest.raises(TaskError, match="workers") as err:
         StreamOptions(workers=0)
     assert "--workers" in err.value.render("cli")
+
+
+# ---------------------------------------------------------------- worker processes (pool="processes")
+
+def _shm_blocks() -> set[str]:
+    import os
+
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}  # multiprocessing.shared_memory's names
+
+
+def test_processes_give_the_same_results_in_order_with_errors_in_place(detector, images, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    before = _shm_blocks()
+    items = [images[0], str(tmp_path / "missing.png"), images[1], np.zeros((0, 4, 3), np.uint8), str(broken), *images[2:]]
+    options = StreamOptions(batch_size=3, workers=2, pool="processes")
+    out = list(stream_predictions(detector, items, options=options))
+    assert [p.index for p in out] == list(range(len(items)))
+    assert [i for i, p in enumerate(out) if p.failed] == [1, 3, 4]
+    assert "does not exist" in out[1].result.message and "zero area" in out[3].result.message
+    assert "cannot decode" in out[4].result.message
+    good = [p.result for p in out if not p.failed]
+    expected = detector.predict_batch(images, batch_size=3)
+    assert len(good) == len(expected) and all(_same_detections(a, b) for a, b in zip(good, expected))
+    assert detector.__dict__["_stream_workers"].count == 2  # it really ran in worker processes
+    assert _shm_blocks() == before  # the batch buffers are gone
+    assert not _stream_threads()
+
+
+def test_processes_carry_arrays_frames_and_kept_images(detector, images):
+    from trtkit.tasks._image import read_image
+
+    rgb = [read_image(p) for p in images[:4]]
+    items = [rgb[0], Frame("clip.mp4#0", rgb[1]), BadInput("nothing*.jpg", "pattern matches no files"), rgb[2], rgb[3]]
+    options = StreamOptions(batch_size=2, workers=2, keep_images=True, pool="processes")
+    out = list(stream_predictions(detector, items, options=options))
+    assert [p.source for p in out] == ["<array 0>", "clip.mp4#0", "nothing*.jpg", "<array 3>", "<array 4>"]
+    assert out[2].failed and out[2].result.message == "pattern matches no files" and out[2].image is None
+    assert np.array_equal(out[1].image, rgb[1]) and _same_detections(out[1].result, detector(rgb[1]))
+
+
+def test_processes_classifier_equals_predict_batch(assets, images):
+    with Classifier.from_path(asset_model("efficientnet_lite0")) as task:
+        streamed = list(task.stream(images * 2, batch_size=4, workers=2))  # auto on a CPU backend: threads
+        assert "_stream_workers" not in task.__dict__
+        options = StreamOptions(batch_size=4, workers=2, pool="processes")
+        in_processes = [p.result for p in stream_predictions(task, images * 2, options=options)]
+        workers = task.__dict__["_stream_workers"]
+    assert [r.class_ids for r in in_processes] == [r.class_ids for r in streamed]
+    assert np.allclose([r.scores for r in in_processes], [r.scores for r in streamed], atol=1e-5)
+    assert workers._executor._shutdown_thread  # task.close() stopped its worker processes
+
+
+def test_processes_stop_early_and_on_a_broken_input(detector, images):
+    from trtkit.tasks._image import read_image
+
+    frame = read_image(images[0])
+    before = _shm_blocks()
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield frame
+
+    predictions = stream_predictions(detector, endless(), options=StreamOptions(batch_size=2, workers=2, pool="processes"))
+    assert [next(predictions).index for _ in range(5)] == list(range(5))
+    predictions.close()
+    assert pulled <= 5 + 2 * (2 + 2) + 2 * 2 * 2  # the slots (depth + 2 batches) and the finished window
+    assert _shm_blocks() == before and not _stream_threads()
+
+    def failing():
+        yield images[0]
+        yield images[1]
+        raise RuntimeError("the source broke")
+
+    out = []
+    with pytest.raises(RuntimeError, match="the source broke"):
+        for r in detector.stream(failing(), batch_size=8, workers=2):
+            out.append(r)
+    assert len(out) == 2
+
+
+def test_processes_are_refused_clearly_where_they_cannot_run(assets, detector, images, monkeypatch):
+    text = str(assets / "images" / "imageTextN_rgb.png")
+    with OcrPipeline.from_paths(asset_model("ppocr_det"), asset_model("ppocr_rec")) as ocr:
+        with pytest.raises(TaskError, match=r"pool='processes' \(--pool processes\) cannot run here: .*OCR.*--pool threads"):
+            list(stream_predictions(ocr, [text], options=StreamOptions(pool="processes")))
+    import trtkit.tasks.streaming as streaming
+
+    monkeypatch.setattr(streaming, "shm_free_bytes", lambda: 64 * 2**20)  # as in a Docker container without --shm-size
+    with pytest.raises(TaskError, match=r"need \d+ MiB of /dev/shm and 64 MiB are free \(Docker: --shm-size\)"):
+        list(stream_predictions(detector, images, options=StreamOptions(batch_size=32, pool="processes")))
+    with pytest.raises(TaskError, match=r"stream pool must be one of auto, threads, processes, got 'fork'"):
+        StreamOptions(pool="fork")

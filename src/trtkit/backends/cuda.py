@@ -31,6 +31,7 @@ __all__ = [
     "ensure_device",
     "mem_info",
     "is_pinned",
+    "HostRegistration",
     "Stream",
     "Event",
     "PinnedBuffer",
@@ -276,6 +277,21 @@ class PinnedBuffer(_Owner):
     def _free(self) -> None:
         self._bytes = np.empty(0, np.uint8)  # drop our view before the memory goes
         check(runtime().cudaFreeHost(self.ptr), "cudaFreeHost")
+
+
+class HostRegistration(_Owner):
+    """Page-locks existing host memory (``cudaHostRegister``), e.g. a shared-memory block that
+    worker processes write into, so the device copies from it directly, without staging."""
+
+    kind = "page-locked host registration"
+
+    def __init__(self, ptr: int, nbytes: int) -> None:
+        self.ptr, self.nbytes = int(ptr), int(nbytes)
+        rt = runtime()
+        check(rt.cudaHostRegister(self.ptr, self.nbytes, rt.cudaHostRegisterDefault), f"cudaHostRegister({self.nbytes} bytes)")
+
+    def _free(self) -> None:
+        check(runtime().cudaHostUnregister(self.ptr), "cudaHostUnregister")
 
 
 class DeviceBuffer(_Owner):

@@ -49,7 +49,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top-k", type=int, help="classify: how many classes to report (default 5)")
     p.add_argument("--imgsz", type=int, help="detect/face: input size for models with dynamic H/W (>= 32, a multiple of the model's stride)")
     p.add_argument("--batch", type=int, default=8, help="images per inference when the batch axis is dynamic (default 8)")
-    p.add_argument("--workers", type=int, help="threads decoding, preprocessing and postprocessing (default: one per CPU core)")
+    p.add_argument("--workers", type=int, help="threads (or processes) decoding and preprocessing, threads postprocessing (default: one per CPU core)")
+    p.add_argument(
+        "--pool", choices=("auto", "threads", "processes"), default="auto",
+        help="where decoding and preprocessing run: worker threads, or worker processes writing into shared memory "
+        "(no shared GIL; fills each batch before it runs). auto: processes for a GPU backend with >= 4 workers, "
+        "threads for --stream and otherwise",
+    )
     p.add_argument("--det", metavar="MODEL", help="ocr: text detection model (or give it as MODEL)")
     p.add_argument("--rec", metavar="MODEL", help="ocr: text recognition model")
     p.add_argument("--cls", metavar="MODEL", help="ocr: optional text direction classifier model")
@@ -145,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"--batch must be >= 1, got {args.batch}")
     if args.workers is not None and args.workers < 1:
         raise SpecError(f"--workers must be >= 1, got {args.workers}; leave it out for one per CPU core")
+    if args.stream is not None and args.pool == "processes":
+        raise SpecError("--pool processes fills each batch before it runs, which holds back a live --stream; use --pool threads")
     require("cv2", purpose="reading images")  # once here, not once per image
     save_dir = _prepare_save_dir(args.save_dir)
     task, images = open_task(args)
@@ -175,15 +183,19 @@ def _prepare_save_dir(path: str | None) -> Path | None:
 def _predict_all(task: Any, images: list[str], *, args: argparse.Namespace, save_dir: Path | None) -> int:
     from ..tasks.diagnose import explain_empty
     from ..tasks.sources import Source, expand_inputs
-    from ..tasks.streaming import StreamOptions, stream_predictions
+    from ..tasks.streaming import AUTO_PROCESSES_MIN_IMAGES, StreamOptions, stream_predictions
 
     sources = expand_inputs(images)
     if args.stream is not None:
         sources.append(Source("stream", args.stream))
     feed = _Feed(sources)
     out = _Output(save_dir, as_json=args.json, videos=feed.videos)
-    progress = _Progress(feed.total())
-    options = StreamOptions(batch_size=args.batch, workers=args.workers, keep_images=save_dir is not None)
+    total = feed.total()
+    progress = _Progress(total)
+    pool = args.pool
+    if args.stream is not None or (pool == "auto" and total is not None and total < AUTO_PROCESSES_MIN_IMAGES):
+        pool = "threads"  # a live camera: no waiting for a full batch; a few images: not worth starting processes
+    options = StreamOptions(batch_size=args.batch, workers=args.workers, keep_images=save_dir is not None, pool=pool)
     predictions = stream_predictions(task, feed.items(), options=options)
     interrupted = False
     try:

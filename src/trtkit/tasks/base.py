@@ -118,6 +118,9 @@ class Task(Generic[ConfigT, ResultT]):
         """Close the backend when this task opened it (``from_path``); idempotent."""
         if not self._closed:
             self._closed = True
+            workers = self.__dict__.pop("_stream_workers", None)  # worker processes a stream started
+            if workers is not None:
+                workers.close()
             if self._owns_backend:
                 self.backend.close()
 
@@ -175,15 +178,18 @@ class Task(Generic[ConfigT, ResultT]):
         return results
 
     def stream(
-        self, images: Iterable[ImageInput], *, batch_size: int = 8, workers: int | None = None, depth: int = 2
+        self, images: Iterable[ImageInput], *, batch_size: int = 8, workers: int | None = None, depth: int = 2,
+        pool: str = "auto",
     ) -> Iterator[Any]:
         """Yield one result per image, in input order, with decoding, preprocessing, inference and
         postprocessing overlapped (:mod:`trtkit.tasks.streaming`). ``images`` is any iterable of
         arrays or paths, read lazily; an image that cannot be used yields an ``ImageError``.
-        ``workers`` threads (default: one per core); at most ``depth`` batches in flight."""
+        ``workers`` threads or processes (default: one per core); at most ``depth`` batches in flight;
+        ``pool`` picks threads or worker processes for decoding and preprocessing (see
+        :class:`~trtkit.tasks.streaming.StreamOptions`)."""
         from .streaming import StreamOptions, stream_predictions
 
-        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth)
+        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth, pool=pool)
         return (p.result for p in stream_predictions(self, images, options=options))
 
     def _run_stacked(self, prepared: Sequence[tuple[dict[str, np.ndarray], Any]]) -> list[ResultT]:

@@ -380,7 +380,7 @@ class GraphPreprocessed:
     def stream_stages(self, *, depth: int) -> GraphStages:
         return GraphStages(self, depth=depth)
 
-    def stream(self, images: Iterable[Any], *, batch_size: int = 8, workers: int | None = None, depth: int = 2) -> Iterator[Any]:
+    def stream(self, images: Iterable[Any], *, batch_size: int = 8, workers: int | None = None, depth: int = 2, pool: str = "auto") -> Iterator[Any]:
         """Like :meth:`trtkit.tasks.base.Task.stream`, the preprocessing in the model."""
-        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth)
+        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth, pool=pool)
         return (p.result for p in stream_predictions(self, images, options=options))

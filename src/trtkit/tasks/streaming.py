@@ -4,7 +4,9 @@
 which also yields each image's source and pixels) runs four stages at once::
 
     feeder thread   iterates the input, submits load + preprocess of each image to the workers
-    workers (N)     decode (cv2) + preprocess each image; later, postprocess each image
+                    (with worker processes: a batch slot at a time, in chunks)
+    workers (N)     decode (cv2) + preprocess each image (threads or processes); postprocess
+                    each image (threads)
     batcher thread  takes prepared images in input order, copies them into a batch buffer
                     (page-locked memory for GPU backends, so the backend uploads it without
                     staging), starts the inference (``backend.submit`` on GPU backends: upload,
@@ -17,12 +19,17 @@ Results come out in input order. Memory is bounded: at most ``depth`` batches ar
 flight (a fixed ring of ``depth + 2`` batch buffers), plus a window of prepared images
 and of finished results, each a small multiple of ``batch_size``.
 
-**Threads, not processes.** cv2 releases the GIL inside every call (its bindings wrap
-each one in ``PyAllowThreads``: imdecode, resize, copyMakeBorder, cvtColor,
-dnn.blobFromImage) and NumPy releases it in ufunc loops, ``astype`` and copies of numeric
-arrays; ONNX Runtime and TensorRT release it while they run. So threads scale without the
-pickling a process pool would add for every image. ``benchmarks/pipelines.py`` measures it
-("preprocess on N threads" line: the speed-up of N threads over one on the same images).
+**Threads or processes.** cv2 releases the GIL inside every call (its bindings wrap each
+one in ``PyAllowThreads``: imdecode, resize, copyMakeBorder, cvtColor, dnn.blobFromImage)
+and NumPy releases it in ufunc loops, ``astype`` and copies of numeric arrays; ONNX Runtime
+and TensorRT release it while they run. So threads scale, up to the Python between those
+calls: about 1.2 ms of GIL-held time per image for YOLOv8n at 640, a ceiling near 800
+images/s per process. Past that, ``pool="processes"`` decodes and preprocesses in worker
+processes (:mod:`trtkit.tasks.stream_workers`): the feeder hands each batch slot (shared
+memory, page-locked for GPU backends) to the workers in chunks, they write their rows and
+send back only each image's ``meta``; postprocessing stays in threads. ``pool="auto"``
+picks processes for long inputs on a GPU backend with at least 4 workers.
+``benchmarks/pipelines.py`` measures both ("stream" and "stream/proc" columns).
 
 **Errors.** An image that cannot be read or used (missing, unreadable, zero-size, wrong
 dtype) becomes an :class:`ImageError` result in its place; the stream goes on. A missing
@@ -32,21 +39,27 @@ with that one error, since it would repeat for every image.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequence, Sized, cast
 
 import numpy as np
 
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
+from .stream_workers import POOLS, SharedBatchRing, broken, host_copy, probe_feeds, shm_free_bytes, worker_processes
 
-__all__ = ["StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
+__all__ = ["AUTO_PROCESSES_MIN_IMAGES", "StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
 
 _POLL_S = 0.05  # how often a blocked stage thread checks that the stream was stopped
+# pool="auto" starts worker processes only for inputs at least this long (or of unknown length): spawning
+# 16 of them takes about a second, which threads at a few hundred images/s would have used to finish.
+AUTO_PROCESSES_MIN_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -56,13 +69,20 @@ class StreamOptions:
     ``batch_size`` images per inference (1 when the model's batch axis is static);
     ``workers`` decode/preprocess/postprocess threads (None: one per CPU core);
     ``depth`` batches in flight at once; ``keep_images`` puts each decoded RGB image in
-    its :class:`Prediction` (to draw on it).
+    its :class:`Prediction` (to draw on it). ``pool``: where decoding and preprocessing run:
+    ``"threads"``, ``"processes"`` (:mod:`trtkit.tasks.stream_workers`: no shared GIL, batches
+    are written into shared memory; a batch is filled before it runs, so not for a live
+    camera), or ``"auto"``: processes for a GPU backend with at least 4 workers when the
+    task's inputs have a fixed size, ``/dev/shm`` has room and the input is long (unsized, or at
+    least :data:`AUTO_PROCESSES_MIN_IMAGES` items: starting the workers costs about a second),
+    threads otherwise.
     """
 
     batch_size: int = 8
     workers: int | None = None
     depth: int = 2
     keep_images: bool = False
+    pool: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "depth"):
@@ -71,6 +91,8 @@ class StreamOptions:
                 raise TaskError(f"stream {name} (--{name.replace('_size', '')}) must be an integer >= 1, got {value!r}")
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
             raise TaskError(f"stream workers (--workers) must be an integer >= 1 or None (one per core), got {self.workers!r}")
+        if self.pool not in POOLS:
+            raise TaskError(f"stream pool (--pool) must be one of {', '.join(POOLS)}, got {self.pool!r}")
 
     @property
     def worker_count(self) -> int:
@@ -138,6 +160,21 @@ def source_name(item: Any, index: int) -> str:
 
 
 # ---------------------------------------------------------------- stages
+
+class LoadAndPrepare:
+    """Read one input (array, path, :class:`Frame`, :class:`BadInput`) and preprocess it:
+    ``(rgb, feeds, meta)``. Picklable when ``prepare`` is, so worker processes run it too."""
+
+    def __init__(self, prepare: Callable[[np.ndarray], tuple[Any, Any]]) -> None:
+        self.prepare = prepare
+
+    def __call__(self, item: Any) -> tuple[np.ndarray, Any, Any]:
+        if isinstance(item, BadInput):
+            raise TaskError(item.message)
+        rgb = as_rgb(item.image if isinstance(item, Frame) else item)
+        feeds, meta = self.prepare(rgb)
+        return rgb, feeds, meta
+
 
 class _BufferRing:
     """``count`` sets of batch buffers, reused round the ring; grow-only, page-locked for GPU backends.
@@ -225,6 +262,18 @@ class BatchStages:
     def finish(self, outputs: Mapping[str, np.ndarray], meta: Any) -> Any:
         return self.task.postprocess(outputs, meta)
 
+    def host_prepare(self) -> LoadAndPrepare | None:
+        """``prepare`` for a worker process (the task without its backend), or None when this
+        front end prepares with something that cannot leave the process."""
+        if type(self).prepare is not BatchStages.prepare:
+            return None
+        return LoadAndPrepare(host_copy(self.task).preprocess)
+
+    @property
+    def pinned(self) -> bool:
+        """True when batches should sit in page-locked memory (a GPU backend)."""
+        return self._submit is not None
+
     # -- in the batcher thread
     def collate(self, prepared: Sequence[dict[str, np.ndarray]], buffers: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """One stacked batch in ``buffers``, or None when the feeds cannot be stacked (their shapes differ)."""
@@ -255,8 +304,18 @@ class BatchStages:
             raise
         if stacked is None:  # e.g. classic OCR-style sizes: one inference per image
             self._ring.give(buffers)
-            return _Pending([self._start(feeds) for feeds in prepared], None, self)
-        return _Pending([self._start(stacked)], (len(prepared), buffers), self)
+            return _Pending([self._start(feeds) for feeds in prepared], None, None, self.split)
+        return self.start_stacked(stacked, len(prepared), release=lambda: self._ring.give(buffers))
+
+    def start_stacked(self, stacked: Mapping[str, np.ndarray], count: int, *, release: Callable[[], None]) -> "_Pending":
+        """Start the inference of ``count`` images already stacked in ``stacked``; ``release`` is
+        called once the backend is done with those buffers."""
+        try:
+            started = self._start(stacked)
+        except BaseException:
+            release()
+            raise
+        return _Pending([started], count, release, self.split)
 
     def _start(self, feeds: Mapping[str, np.ndarray]) -> "Future[dict[str, Any]]":
         if self._submit is not None:
@@ -265,28 +324,32 @@ class BatchStages:
         done.set_result(self.backend.infer(feeds))  # the CPU backends release the GIL while they run
         return done
 
-    def _release(self, buffers: dict[str, Any]) -> None:
-        self._ring.give(buffers)
-
     def split(self, outputs: Mapping[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
         return self.task.split_outputs(outputs, count)  # type: ignore[no-any-return]
 
 
 class _Pending:
-    """The inference of one batch in flight: ``result()`` waits and splits it into per-image outputs."""
+    """The inference of one batch in flight: ``result()`` waits and splits it into per-image outputs.
+    ``count`` is the batch size of one stacked inference (None: one inference per image)."""
 
-    def __init__(self, futures: list["Future[dict[str, Any]]"], stacked: tuple[int, dict[str, Any]] | None, stages: BatchStages) -> None:
-        self._futures, self._stacked, self._stages = futures, stacked, stages
+    def __init__(
+        self,
+        futures: list["Future[dict[str, Any]]"],
+        count: int | None,
+        release: Callable[[], None] | None,
+        split: Callable[[Mapping[str, np.ndarray], int], list[dict[str, np.ndarray]]],
+    ) -> None:
+        self._futures, self._count, self._release, self._split = futures, count, release, split
 
     def result(self) -> list[dict[str, np.ndarray]]:
         try:
             outs = [f.result() for f in self._futures]
         finally:
-            if self._stacked is not None:
-                self._stages._release(self._stacked[1])
-        if self._stacked is None:
+            if self._release is not None:
+                self._release()
+        if self._count is None:
             return outs
-        return self._stages.split(outs[0], self._stacked[0])
+        return self._split(outs[0], self._count)
 
     def settle(self) -> None:
         """Wait until the backend is done with this batch (its buffers), without raising its error."""
@@ -322,6 +385,22 @@ def stages_for(task: Any, *, depth: int) -> Any:
 
 # ---------------------------------------------------------------- the engine
 
+@dataclass
+class _Processes:
+    """The worker processes of a stream and its shared batch slots."""
+
+    workers: Any  # stream_workers.WorkerProcesses
+    ring: SharedBatchRing
+    generation: tuple[str, ...]  # the names of this stream's shared blocks: a worker closes those of earlier streams
+
+    @staticmethod
+    def settle(futures: Sequence["Future[Any]"]) -> None:
+        """Cancel chunks not started and wait for the rest: their slot may be reused or removed after."""
+        for f in futures:
+            f.cancel()
+        wait(futures)
+
+
 class _Stopped(Exception):
     """Internal: the stream was closed (consumer left, Ctrl-C, or a stage failed)."""
 
@@ -336,6 +415,7 @@ class _Entry:
     meta: Any = None
     result: Any = None  # set when known without inference (an error, or a whole-image pipeline)
     done: bool = False
+    row: int = 0  # this image's position in its batch's per-image outputs
     finish: "Future[Any] | None" = None
 
 
@@ -359,6 +439,7 @@ class _Engine:
         batch = opts.batch_size if self.stages.max_batch is None else min(opts.batch_size, self.stages.max_batch)
         self.batch = batch
         workers = opts.worker_count
+        self.procs = self._worker_processes(workers)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trtkit-stream")
         # bounded queues: prepared images (a window the workers fill ahead), batches in flight, finished results
         self.prepared: queue.Queue[Any] = queue.Queue(maxsize=max(2 * workers, batch * (opts.depth + 1)))
@@ -367,11 +448,48 @@ class _Engine:
         self.threads = [
             threading.Thread(target=self._guard, args=(fn, out), name=f"trtkit-stream-{label}", daemon=True)
             for fn, out, label in (
-                (self._feed, self.prepared, "feed"),
-                (self._batch_loop, self.batches, "batch"),
+                (self._feed if self.procs is None else self._feed_groups, self.prepared, "feed"),
+                (self._batch_loop if self.procs is None else self._batch_groups, self.batches, "batch"),
                 (self._finish_loop, self.ordered, "finish"),
             )
         ]
+
+    def _worker_processes(self, workers: int) -> "_Processes | None":
+        """Decode + preprocess in worker processes (see :class:`StreamOptions` ``pool``), or None: threads."""
+        pool = self.options.pool
+        if pool == "threads":
+            return None
+        reason = None
+        prepare = self.stages.host_prepare() if self.stages.batched else None
+        feeds = probe_feeds(prepare) if prepare is not None else None
+        if prepare is None:
+            reason = "this task's stages use its models per image (e.g. OCR) or prepare on the GPU"
+        elif feeds is None:
+            reason = "its preprocessed inputs change size with the image, so no fixed batch buffer holds them"
+        else:
+            count = self.options.depth + 2
+            need = SharedBatchRing.nbytes(count, batch=self.batch, feeds=feeds)
+            free = shm_free_bytes()
+            if free is None:
+                reason = "this system has no /dev/shm"
+            elif need > free // 2:  # leave room for everyone else; a full /dev/shm kills writers with SIGBUS
+                reason = (
+                    f"its batch buffers need {need / 2**20:.0f} MiB of /dev/shm and {free / 2**20:.0f} MiB are free "
+                    "(Docker: --shm-size); or lower --batch"
+                )
+        short = isinstance(self.images, Sized) and len(self.images) < AUTO_PROCESSES_MIN_IMAGES
+        if reason is None and pool == "auto" and (short or not (self.stages.pinned and workers >= 4)):
+            return None  # auto: processes pay off for a GPU backend (the CPU is free for them) on enough cores
+        if reason is not None:
+            if pool == "processes":
+                raise TaskError(f"stream pool='processes' (--pool processes) cannot run here: {reason}; use --pool threads")
+            return None
+        ring = SharedBatchRing(count, batch=self.batch, feeds=cast(dict, feeds), pinned=self.stages.pinned)
+        try:
+            return _Processes(worker_processes(self.stages.task, cast(LoadAndPrepare, prepare), count=workers), ring, ring.names)
+        except BaseException:
+            ring.close()
+            raise
 
     # -- queue helpers that give up when the stream is stopped
     def _put(self, q: "queue.Queue[Any]", item: Any) -> None:
@@ -417,11 +535,81 @@ class _Engine:
         self._put(self.prepared, _END)
 
     def _prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
-        if isinstance(item, BadInput):
-            raise TaskError(item.message)
-        rgb = as_rgb(item.image if isinstance(item, Frame) else item)
-        feeds, meta = self.stages.prepare(rgb)
-        return rgb, feeds, meta
+        return LoadAndPrepare(self.stages.prepare)(item)
+
+    # -- feeder and batcher threads with worker processes
+    def _feed_groups(self) -> None:
+        """Take a batch slot per ``batch`` inputs and have the worker processes fill its rows, in chunks."""
+        procs = cast(_Processes, self.procs)
+        chunk = max(1, -(-self.batch // procs.workers.count))  # ceil: one chunk per worker per batch
+        items = enumerate(self.images)
+        while not self.stop.is_set():
+            group: list[tuple[int, Any]] = []
+            failed: BaseException | None = None
+            try:
+                group.extend(itertools.islice(items, self.batch))
+            except BaseException as exc:  # the input broke: its items before this one still run, then it is raised
+                failed = exc
+            if group:
+                self._start_group(procs, group, chunk)
+            if failed is not None:
+                raise failed
+            if len(group) < self.batch:
+                break
+        self._put(self.prepared, _END)
+
+    def _start_group(self, procs: "_Processes", group: list[tuple[int, Any]], chunk: int) -> None:
+        slot = self._get(procs.ring.free)
+        entries = [_Entry(index, source_name(item, index), row=row) for row, (index, item) in enumerate(group)]
+        chunks: list[tuple[int, Future[Any]]] = []
+        try:
+            for start in range(0, len(group), chunk):
+                part = [item for _, item in group[start : start + chunk]]
+                chunks.append((start, procs.workers.submit(procs.generation, slot.desc, start, part, self.options.keep_images)))
+            self._put(self.prepared, (entries, slot, chunks))
+        except BaseException:
+            procs.settle([f for _, f in chunks])
+            procs.ring.give(slot)
+            raise
+
+    def _batch_groups(self) -> None:
+        """Wait for each prepared slot, mark its failed images, and start its inference."""
+        procs = cast(_Processes, self.procs)
+        while True:
+            item = self._get(self.prepared)
+            if isinstance(item, _Failure):
+                raise item.error
+            if item is _END:
+                self._put(self.batches, _END)
+                return
+            entries, slot, chunks = item
+            try:
+                for start, future in chunks:
+                    try:
+                        outcomes = future.result()
+                    except BrokenProcessPool as exc:
+                        raise broken(exc) from exc
+                    for e, (ok, value, rgb) in zip(entries[start:], outcomes):
+                        if ok:
+                            e.meta, e.image = value, rgb
+                        else:
+                            e.result, e.done = ImageError(e.source, value), True
+                if all(e.done for e in entries):
+                    procs.ring.give(slot)
+                    pending = None
+                else:  # failed images keep their rows (stale pixels): their outputs are skipped
+                    views = procs.ring.views(slot, len(entries))
+                    pending = self.stages.start_stacked(views, len(entries), release=lambda s=slot: procs.ring.give(s))
+            except BaseException:
+                procs.settle([f for _, f in chunks])
+                procs.ring.give(slot)
+                raise
+            try:
+                self._put(self.batches, (entries, pending))
+            except _Stopped:
+                if pending is not None:
+                    pending.settle()
+                raise
 
     # -- batcher thread
     def _batch_loop(self) -> None:
@@ -461,8 +649,8 @@ class _Engine:
             return
         todo = [e for e in group if not e.done]
         pending = self.stages.run([e.feeds for e in todo], self.stop) if todo else None
-        for e in todo:
-            e.feeds = None  # the batch buffer holds them now
+        for row, e in enumerate(todo):
+            e.feeds, e.row = None, row  # the batch buffer holds them now
         try:
             self._put(self.batches, (group, pending))
         except _Stopped:
@@ -481,10 +669,9 @@ class _Engine:
                 return
             group, pending = item
             per_image = self._wait(pending) if pending is not None else []
-            outputs = iter(per_image)
             for e in group:
                 if not e.done:
-                    e.finish = self.pool.submit(self.stages.finish, next(outputs), e.meta)
+                    e.finish = self.pool.submit(self.stages.finish, per_image[e.row], e.meta)
                     e.meta = None
                 self._put(self.ordered, e)
 
@@ -516,7 +703,17 @@ class _Engine:
                 break
             if isinstance(item, tuple) and item[1] is not None:
                 item[1].settle()
+        if self.procs is not None:  # slots still being prepared: the workers must be done writing them
+            while True:
+                try:
+                    item = self.prepared.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple):
+                    self.procs.settle([f for _, f in item[2]])
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.procs is not None:
+            self.procs.ring.close()
         self.stages.close()
 
 

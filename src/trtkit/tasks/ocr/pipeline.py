@@ -165,12 +165,12 @@ class OcrPipeline:
             raise TaskError(f"predict_batch(batch_size={batch_size}): batch_size must be >= 1")
         return [self(image) for image in images]
 
-    def stream(self, images: Iterable[ImageInput], *, batch_size: int = 1, workers: int | None = None, depth: int = 2) -> Iterator[Any]:
+    def stream(self, images: Iterable[ImageInput], *, batch_size: int = 1, workers: int | None = None, depth: int = 2, pool: str = "auto") -> Iterator[Any]:
         """Results in input order, several images read at once in worker threads (see
         :mod:`trtkit.tasks.streaming`); ``batch_size`` is accepted for the common signature."""
         from ..streaming import StreamOptions, stream_predictions
 
-        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth)
+        options = StreamOptions(batch_size=batch_size, workers=workers, depth=depth, pool=pool)
         return (p.result for p in stream_predictions(self, images, options=options))
 
 

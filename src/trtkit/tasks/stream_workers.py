@@ -1,0 +1,259 @@
+"""Worker processes for :mod:`trtkit.tasks.streaming`: decoding and preprocessing in other
+processes, written straight into shared-memory batch buffers.
+
+Why processes: cv2 and NumPy release the GIL inside each call, but the Python around them
+(reading the file, the letterbox arithmetic, building the feeds dict, futures and queues per
+image) holds it. ``py-spy record --gil`` counted about 1.2 ms of GIL-held Python per image for
+YOLOv8n at 640, which caps one process near 800 images/s however many cores it has; a GPU
+runs the model several times faster. In worker processes each has its own GIL.
+
+Why shared memory: a preprocessed 640x640 float32 image is 4.9 MB; pickling it back to the
+parent would cost more than preparing it. Each worker writes its rows into the batch buffer
+itself (:class:`SharedBatchRing`), and for GPU backends the parent page-locks those buffers
+(``cudaHostRegister``), so the backend uploads them without staging. Only small things cross
+the pipes: paths (or the caller's arrays), and each image's ``meta``.
+
+What runs in a worker is a copy of the task without its backend (:func:`host_copy`): the
+backend holds GPU memory and sessions that cannot cross a process boundary, and preprocess
+only reads the model's input specs. Workers are started with ``spawn`` (a fork of a process
+holding a CUDA context and the ORT/TensorRT thread pools is not safe), once per task and
+kept until ``task.close()``: spawning 16 workers costs about a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailable, TaskError, TrtkitError
+from ..spec import TensorSpec
+
+__all__ = ["POOLS", "ModelFacts", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "WorkerProcesses", "worker_processes"]
+
+POOLS = ("auto", "threads", "processes")
+
+_SHM_DIR = "/dev/shm"  # where POSIX shared memory lives on Linux; its size is the limit (Docker: 64 MB unless --shm-size)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a task's preprocess and postprocess may read of its backend, without the backend's
+    sessions and GPU memory: the worker processes' copy of the task holds this instead."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def host_copy(task: Any) -> Any:
+    """A picklable copy of ``task`` whose backend is replaced by its :class:`ModelFacts`."""
+    clone = copy.copy(task)
+    meta = getattr(task.backend, "metadata", None)
+    clone.backend = ModelFacts(tuple(task.inputs), tuple(task.outputs), dict(meta) if isinstance(meta, Mapping) else {})
+    clone._owns_backend = False
+    clone.__dict__.pop("_stream_workers", None)
+    return clone
+
+
+def probe_feeds(prepare: Callable[[Any], tuple[Any, Mapping[str, np.ndarray], Any]]) -> dict[str, tuple[np.dtype, tuple[int, ...]]] | None:
+    """The per-image feed (dtype, shape without the batch axis) of each input, when it does not depend
+    on the image's size (letterboxed or resized to the model's size); None when it does (e.g. OCR
+    recognition crops, preprocessing in the graph), since then a fixed batch buffer cannot hold it."""
+    found = []
+    for h, w in ((96, 128), (150, 110)):
+        _, feeds, _ = prepare(np.zeros((h, w, 3), np.uint8))
+        found.append({name: (np.asarray(a).dtype, tuple(np.asarray(a).shape)) for name, a in feeds.items()})
+    if found[0] != found[1] or any(len(s) == 0 or s[0] != 1 for _, s in found[0].values()):
+        return None
+    return {name: (dt, shape[1:]) for name, (dt, shape) in found[0].items()}
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes of ``/dev/shm``, or None where it does not exist (not Linux)."""
+    try:
+        st = os.statvfs(_SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+@dataclass
+class _Slot:
+    """One set of batch buffers: per input, a shared block (and its page-lock for GPU backends)."""
+
+    blocks: dict[str, tuple[SharedMemory, np.ndarray, Any]]
+    desc: tuple[tuple[str, str, str, tuple[int, ...]], ...]  # what a worker needs: (input, block name, dtype, batch shape)
+
+
+class SharedBatchRing:
+    """``count`` slots of batch buffers in shared memory, taken before a batch is prepared and given
+    back once its inference has finished (so it bounds the batches in flight, like the thread
+    pipeline's ring). ``pinned``: page-lock every block for a GPU backend."""
+
+    def __init__(self, count: int, *, batch: int, feeds: Mapping[str, tuple[np.dtype, tuple[int, ...]]], pinned: bool) -> None:
+        self.free: queue.Queue[_Slot] = queue.Queue()  # the slots not in use; take one with free.get()
+        self._slots: list[_Slot] = []
+        try:
+            for _ in range(count):
+                blocks: dict[str, tuple[SharedMemory, np.ndarray, Any]] = {}
+                self._slots.append(_Slot(blocks, ()))
+                for name, (dtype, shape) in feeds.items():
+                    full = (batch, *shape)
+                    nbytes = max(1, int(np.prod(full)) * dtype.itemsize)
+                    shm = SharedMemory(create=True, size=nbytes)
+                    array: np.ndarray = np.ndarray(full, dtype, buffer=shm.buf)
+                    blocks[name] = (shm, array, None)
+                    if pinned:
+                        from ..backends.cuda import HostRegistration
+
+                        blocks[name] = (shm, array, HostRegistration(array.ctypes.data, nbytes))
+                self._slots[-1].desc = tuple((n, b[0].name, b[1].dtype.str, b[1].shape) for n, b in blocks.items())
+        except BaseException:
+            self.close()
+            raise
+        for s in self._slots:
+            self.free.put(s)
+
+    @staticmethod
+    def nbytes(count: int, *, batch: int, feeds: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> int:
+        return count * sum(batch * int(np.prod(shape)) * dtype.itemsize for dtype, shape in feeds.values())
+
+    def give(self, slot: _Slot) -> None:
+        self.free.put(slot)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d[1] for slot in self._slots for d in slot.desc)
+
+    @staticmethod
+    def views(slot: _Slot, count: int) -> dict[str, np.ndarray]:
+        """The first ``count`` rows of each input of ``slot``: the batch to run."""
+        return {name: array[:count] for name, (_, array, _) in slot.blocks.items()}
+
+    def close(self) -> None:
+        """Unlock and remove every block. Call once no worker writes and no backend reads them."""
+        for slot in self._slots:
+            for name, (shm, array, reg) in list(slot.blocks.items()):
+                if reg is not None:
+                    reg.close()
+                del array
+                slot.blocks.pop(name)
+                shm.unlink()
+                try:
+                    shm.close()
+                except BufferError:
+                    # A view of the block is still referenced somewhere (e.g. a caller kept a result
+                    # that aliases it); the name is gone already and the mapping goes with the last view.
+                    continue
+        self._slots = []
+
+
+# ---------------------------------------------------------------- in the worker processes
+
+_worker: dict[str, Any] = {}  # this worker's prepare callable, and the blocks it has opened (by name)
+
+
+def _init_worker(prepare: Callable[[Any], Any]) -> None:
+    # Ctrl-C reaches the whole process group; the parent handles it and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker["prepare"] = prepare
+    _worker["blocks"] = {}
+
+
+def _block(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    blocks: dict[str, tuple[SharedMemory, np.ndarray]] = _worker["blocks"]
+    if name not in blocks:
+        shm = SharedMemory(name=name)
+        blocks[name] = (shm, np.ndarray(shape, np.dtype(dtype), buffer=shm.buf))
+    return blocks[name][1]
+
+
+def _forget_blocks(keep: set[str]) -> None:
+    """Close the blocks of earlier streams (their memory is freed only when every process has closed them)."""
+    blocks: dict[str, tuple[SharedMemory, np.ndarray]] = _worker["blocks"]
+    for name in [n for n in blocks if n not in keep]:
+        shm, array = blocks.pop(name)
+        del array
+        shm.close()
+
+
+def prepare_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], start: int, items: Sequence[Any], keep: bool) -> list[tuple[bool, Any, Any]]:
+    """Decode and preprocess ``items`` into rows ``start...`` of the slot ``desc`` names. Per item:
+    ``(True, meta, rgb or None)``, or ``(False, message, None)`` for an image that cannot be used."""
+    if any(name not in generation for name in _worker["blocks"]):
+        _forget_blocks(set(generation))
+    prepare = _worker["prepare"]
+    out: list[tuple[bool, Any, Any]] = []
+    for row, item in enumerate(items, start):
+        try:
+            rgb, feeds, meta = prepare(item)
+            for name, block, dtype, shape in desc:
+                arr = np.asarray(feeds[name])
+                if arr.shape != (1, *shape[1:]) or arr.dtype != np.dtype(dtype):
+                    raise TaskError(
+                        f"preprocessing gave input {name!r} {arr.dtype} {list(arr.shape)}, but the batch buffer holds "
+                        f"{np.dtype(dtype)} {[1, *shape[1:]]}; stream this task with pool='threads' (--pool threads)"
+                    )
+                _block(block, dtype, shape)[row] = arr[0]
+        except BackendUnavailable:
+            raise  # a missing dependency: every image would fail the same way
+        except TrtkitError as exc:
+            out.append((False, str(exc), None))
+            continue
+        out.append((True, meta, rgb if keep else None))
+    return out
+
+
+# ---------------------------------------------------------------- in the parent
+
+class WorkerProcesses:
+    """``count`` worker processes that run one task's load + preprocess (see the module docstring).
+    Owned by the task (``task.close()`` stops them); ``close()`` is idempotent."""
+
+    def __init__(self, prepare: Callable[[Any], Any], *, count: int) -> None:
+        self.count = count
+        self._executor = ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(prepare,))
+
+    def submit(self, generation: tuple[str, ...], desc: Any, start: int, items: Sequence[Any], keep: bool) -> "Future[list[tuple[bool, Any, Any]]]":
+        try:
+            return self._executor.submit(prepare_chunk, generation, desc, start, list(items), keep)
+        except BrokenProcessPool as exc:
+            raise broken(exc) from exc
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self._executor, "_broken", False))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def broken(exc: BaseException) -> TaskError:
+    """The error for a worker process that died or could not start."""
+    return TaskError(
+        f"a stream worker process died or could not start ({exc}). A script that streams with worker "
+        "processes must start its work under `if __name__ == \"__main__\":` (they are started with spawn, "
+        "which imports the main script again); or stream with pool='threads' (--pool threads)"
+    )
+
+
+def worker_processes(task: Any, prepare: Callable[[Any], Any], *, count: int) -> WorkerProcesses:
+    """The task's worker processes (started on first use, kept until ``task.close()``)."""
+    held: WorkerProcesses | None = task.__dict__.get("_stream_workers")
+    if held is not None and (held.count != count or held.broken):
+        held.close()
+        held = None
+    if held is None:
+        held = WorkerProcesses(prepare, count=count)
+        task.__dict__["_stream_workers"] = held
+    return held
