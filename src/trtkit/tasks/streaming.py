@@ -52,7 +52,10 @@ import numpy as np
 
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
-from .stream_workers import POOLS, SharedBatchRing, broken, host_copy, probe_feeds, shm_free_bytes, worker_processes
+from .stream_workers import (
+    POOLS, SharedBatchRing, broken, finish_chunk, host_copy, prepare_chunk, probe_feeds, share_arrays, shm_free_bytes,
+    worker_processes,
+)
 
 __all__ = ["AUTO_PROCESSES_MIN_IMAGES", "StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
 
@@ -161,19 +164,38 @@ def source_name(item: Any, index: int) -> str:
 
 # ---------------------------------------------------------------- stages
 
-class LoadAndPrepare:
-    """Read one input (array, path, :class:`Frame`, :class:`BadInput`) and preprocess it:
-    ``(rgb, feeds, meta)``. Picklable when ``prepare`` is, so worker processes run it too."""
+def _frame_pixels(item: Any) -> Any:
+    return item.image if isinstance(item, Frame) else item
 
-    def __init__(self, prepare: Callable[[np.ndarray], tuple[Any, Any]]) -> None:
-        self.prepare = prepare
 
-    def __call__(self, item: Any) -> tuple[np.ndarray, Any, Any]:
-        if isinstance(item, BadInput):
-            raise TaskError(item.message)
-        rgb = as_rgb(item.image if isinstance(item, Frame) else item)
-        feeds, meta = self.prepare(rgb)
+def _with_pixels(item: Any, pixels: Any) -> Any:
+    return Frame(item.source, pixels) if isinstance(item, Frame) else pixels
+
+
+def load_rgb(item: Any) -> np.ndarray:
+    """The RGB pixels of one input: an array, a path, a :class:`Frame`; a :class:`BadInput` raises its message."""
+    if isinstance(item, BadInput):
+        raise TaskError(item.message)
+    return as_rgb(item.image if isinstance(item, Frame) else item)
+
+
+class HostStages:
+    """A task's stages without its backend, for worker processes (picklable): load + preprocess,
+    split the batch outputs, postprocess. ``task`` is a :func:`~trtkit.tasks.stream_workers.host_copy`."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
+        rgb = load_rgb(item)
+        feeds, meta = self.task.preprocess(rgb)
         return rgb, feeds, meta
+
+    def split(self, outputs: Mapping[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
+        return self.task.split_outputs(outputs, count)  # type: ignore[no-any-return]
+
+    def finish(self, outputs: Mapping[str, np.ndarray], meta: Any) -> Any:
+        return self.task.postprocess(outputs, meta)
 
 
 class _BufferRing:
@@ -262,12 +284,12 @@ class BatchStages:
     def finish(self, outputs: Mapping[str, np.ndarray], meta: Any) -> Any:
         return self.task.postprocess(outputs, meta)
 
-    def host_prepare(self) -> LoadAndPrepare | None:
-        """``prepare`` for a worker process (the task without its backend), or None when this
-        front end prepares with something that cannot leave the process."""
-        if type(self).prepare is not BatchStages.prepare:
+    def host_stages(self) -> HostStages | None:
+        """The stages for worker processes (the task without its backend), or None when this
+        front end prepares or finishes with something that cannot leave the process."""
+        if type(self).prepare is not BatchStages.prepare or type(self).finish is not BatchStages.finish:
             return None
-        return LoadAndPrepare(host_copy(self.task).preprocess)
+        return HostStages(host_copy(self.task))
 
     @property
     def pinned(self) -> bool:
@@ -340,16 +362,29 @@ class _Pending:
         split: Callable[[Mapping[str, np.ndarray], int], list[dict[str, np.ndarray]]],
     ) -> None:
         self._futures, self._count, self._release, self._split = futures, count, release, split
+        self._outs: list[dict[str, np.ndarray]] | None = None
 
     def result(self) -> list[dict[str, np.ndarray]]:
-        try:
-            outs = [f.result() for f in self._futures]
-        finally:
-            if self._release is not None:
-                self._release()
+        outs = self.raw()
         if self._count is None:
             return outs
         return self._split(outs[0], self._count)
+
+    def raw(self) -> list[dict[str, np.ndarray]]:
+        """The backend's outputs: one batched dict (stacked), or one per image. The batch buffers
+        are released at the first call; later calls give the same outputs."""
+        if self._outs is None:
+            try:
+                self._outs = [f.result() for f in self._futures]
+            finally:
+                release, self._release = self._release, None
+                if release is not None:
+                    release()
+        return self._outs
+
+    @property
+    def stacked(self) -> bool:
+        return self._count is not None
 
     def settle(self) -> None:
         """Wait until the backend is done with this batch (its buffers), without raising its error."""
@@ -392,6 +427,16 @@ class _Processes:
     workers: Any  # stream_workers.WorkerProcesses
     ring: SharedBatchRing
     generation: tuple[str, ...]  # the names of this stream's shared blocks: a worker closes those of earlier streams
+    outputs: "SharedBatchRing | bool | None" = None  # slots for batch outputs, made at the first batch (False: threads postprocess)
+
+    def names(self) -> tuple[str, ...]:
+        return self.ring.names + (self.outputs.names if isinstance(self.outputs, SharedBatchRing) else ())
+
+    finishing: set["Future[Any]"] = field(default_factory=set)  # postprocess chunks not done yet
+
+    def track(self, future: "Future[Any]") -> None:
+        self.finishing.add(future)
+        future.add_done_callback(self.finishing.discard)
 
     @staticmethod
     def settle(futures: Sequence["Future[Any]"]) -> None:
@@ -399,6 +444,24 @@ class _Processes:
         for f in futures:
             f.cancel()
         wait(futures)
+
+
+def _give_when_done(futures: Sequence["Future[Any]"], give: Callable[[], None]) -> None:
+    """Call ``give`` once every future is done (at once when there are none)."""
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Any) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            give()
+
+    if not futures:
+        give()
+    for f in futures:
+        f.add_done_callback(one_done)
 
 
 class _Stopped(Exception):
@@ -416,6 +479,7 @@ class _Entry:
     result: Any = None  # set when known without inference (an error, or a whole-image pipeline)
     done: bool = False
     row: int = 0  # this image's position in its batch's per-image outputs
+    pick: int | None = None  # with worker processes: this image's place in its chunk's results
     finish: "Future[Any] | None" = None
 
 
@@ -460,9 +524,9 @@ class _Engine:
         if pool == "threads":
             return None
         reason = None
-        prepare = self.stages.host_prepare() if self.stages.batched else None
-        feeds = probe_feeds(prepare) if prepare is not None else None
-        if prepare is None:
+        host = self.stages.host_stages() if self.stages.batched else None
+        feeds = probe_feeds(host.prepare) if host is not None else None
+        if host is None:
             reason = "this task's stages use its models per image (e.g. OCR) or prepare on the GPU"
         elif feeds is None:
             reason = "its preprocessed inputs change size with the image, so no fixed batch buffer holds them"
@@ -486,7 +550,7 @@ class _Engine:
             return None
         ring = SharedBatchRing(count, batch=self.batch, feeds=cast(dict, feeds), pinned=self.stages.pinned)
         try:
-            return _Processes(worker_processes(self.stages.task, cast(LoadAndPrepare, prepare), count=workers), ring, ring.names)
+            return _Processes(worker_processes(self.stages.task, cast(HostStages, host), count=workers), ring, ring.names)
         except BaseException:
             ring.close()
             raise
@@ -508,6 +572,13 @@ class _Engine:
             except queue.Empty:
                 if self.stop.is_set():
                     raise _Stopped from None
+
+    def _finished(self, entry: _Entry) -> Any:
+        try:
+            result = self._wait(entry.finish)  # type: ignore[arg-type]
+        except BrokenProcessPool as exc:
+            raise broken(exc) from exc
+        return result if entry.pick is None else result[entry.pick]
 
     def _wait(self, future: "Future[Any] | _Pending") -> Any:
         # Future.result() cannot be interrupted; these futures always finish (the pool keeps running)
@@ -535,7 +606,9 @@ class _Engine:
         self._put(self.prepared, _END)
 
     def _prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
-        return LoadAndPrepare(self.stages.prepare)(item)
+        rgb = load_rgb(item)
+        feeds, meta = self.stages.prepare(rgb)
+        return rgb, feeds, meta
 
     # -- feeder and batcher threads with worker processes
     def _feed_groups(self) -> None:
@@ -562,10 +635,13 @@ class _Engine:
         slot = self._get(procs.ring.free)
         entries = [_Entry(index, source_name(item, index), row=row) for row, (index, item) in enumerate(group)]
         chunks: list[tuple[int, Future[Any]]] = []
+        items = [item for _, item in group]
         try:
+            if share_arrays(slot, items, unwrap=_frame_pixels, rewrap=_with_pixels):  # arrays go through shared memory
+                procs.generation = procs.names()
             for start in range(0, len(group), chunk):
-                part = [item for _, item in group[start : start + chunk]]
-                chunks.append((start, procs.workers.submit(procs.generation, slot.desc, start, part, self.options.keep_images)))
+                part = items[start : start + chunk]
+                chunks.append((start, procs.workers.submit(prepare_chunk, procs.generation, slot.desc, start, part, self.options.keep_images)))
             self._put(self.prepared, (entries, slot, chunks))
         except BaseException:
             procs.settle([f for _, f in chunks])
@@ -668,12 +744,58 @@ class _Engine:
                 self._put(self.ordered, _END)
                 return
             group, pending = item
+            if self.procs is not None and pending is not None and pending.stacked and self._finish_in_workers(group, pending):
+                for e in group:
+                    self._put(self.ordered, e)
+                continue
             per_image = self._wait(pending) if pending is not None else []
             for e in group:
                 if not e.done:
                     e.finish = self.pool.submit(self.stages.finish, per_image[e.row], e.meta)
                     e.meta = None
                 self._put(self.ordered, e)
+
+    def _finish_in_workers(self, group: list[_Entry], pending: _Pending) -> bool:
+        """Copy a batch's outputs into a shared output slot and postprocess it in the worker processes,
+        a chunk per worker; False (nothing done) when the outputs do not fit the slots (their
+        per-image shape changed, e.g. a data-dependent output): then threads postprocess this batch."""
+        procs = cast(_Processes, self.procs)
+        outputs = pending.raw()[0]
+        count = len(group)
+        if procs.outputs is None:
+            shapes = {n: (np.asarray(a).dtype, tuple(np.asarray(a).shape[1:])) for n, a in outputs.items()}
+            if not all(np.asarray(a).ndim and np.asarray(a).shape[0] == count for a in outputs.values()):
+                procs.outputs = False
+            else:
+                procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=False)
+                procs.generation = procs.names()
+        if not isinstance(procs.outputs, SharedBatchRing):
+            return False
+        ring = procs.outputs
+        slot = self._get(ring.free)
+        views = ring.views(slot, count)
+        if set(views) != set(outputs) or any(
+            np.asarray(outputs[n]).shape != views[n].shape or np.asarray(outputs[n]).dtype != views[n].dtype for n in views
+        ):
+            ring.give(slot)
+            return False
+        for name, view in views.items():
+            np.copyto(view, outputs[name])
+        todo = [e for e in group if not e.done]
+        step = max(1, -(-len(todo) // procs.workers.count))
+        futures = []
+        try:
+            for k in range(0, len(todo), step):
+                part = todo[k : k + step]
+                rows = [(e.row, e.meta) for e in part]
+                future = procs.workers.submit(finish_chunk, procs.generation, slot.desc, count, rows)
+                futures.append(future)
+                procs.track(future)
+                for pick, e in enumerate(part):
+                    e.finish, e.pick, e.meta = future, pick, None
+        finally:
+            _give_when_done(futures, lambda: ring.give(slot))
+        return True
 
     # -- the consumer (the caller's thread)
     def run(self) -> Generator[Prediction, None, None]:
@@ -686,7 +808,7 @@ class _Engine:
                     raise entry.error
                 if entry is _END:
                     return
-                result = entry.result if entry.done else self._wait(entry.finish)
+                result = entry.result if entry.done else self._finished(entry)
                 yield Prediction(entry.index, entry.source, result, entry.image)
         finally:
             self.close()
@@ -713,7 +835,10 @@ class _Engine:
                     self.procs.settle([f for _, f in item[2]])
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.procs is not None:
+            self.procs.settle(list(self.procs.finishing))  # workers still reading output slots
             self.procs.ring.close()
+            if isinstance(self.procs.outputs, SharedBatchRing):
+                self.procs.outputs.close()
         self.stages.close()
 
 
