@@ -162,7 +162,12 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server):
     assert after["execution_count"] - before["execution_count"] < 12  # the dynamic batcher grouped requests
 
 
+def _shm_regions() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("triton_python_backend_shm_region_")}
+
+
 def test_cli_serve_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
+    regions_before = _shm_regions()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trtkit", "serve", str(asset_model("efficientnet_lite0")), "--http-port", "0",
          "--grpc-port", "0", "--metrics-port", "0", "--quiet"],
@@ -178,12 +183,16 @@ def test_cli_serve_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path):
         assert any("Triton is ready" in line for line in out), (out, proc.poll())
         http = next(line.split()[1] for line in out if line.strip().startswith("HTTP"))
         pid = int(next(line for line in out if "Triton is ready" in line).split("pid ")[1].split(")")[0])
-        client = httpclient.InferenceServerClient(http.removeprefix("http://"))
+        client = httpclient.InferenceServerClient(http.removeprefix("http://"))  # left open: a keep-alive connection
         assert client.is_model_ready("efficientnet_lite0")
+        assert _shm_regions() - regions_before  # the Python-backend stub's region exists while it serves
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
     assert code == 0, proc.stderr.read()
     assert "stopped Triton" in proc.stderr.read()
     assert not Path(f"/proc/{pid}").exists()  # the tritonserver process is gone
+    # The open connection made Triton's exit timeout run out before it unloaded the model: its stub's
+    # shared-memory region is removed by trtkit, not left in /dev/shm.
+    assert _shm_regions() == regions_before
 

@@ -160,6 +160,22 @@ def _tree_pids(pid: int) -> list[int]:
     return pids
 
 
+_SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _shm_regions(pids: list[int]) -> list[str]:
+    """The shared-memory regions of the Python-backend stubs among ``pids`` (each stub is given its
+    region's name on its command line)."""
+    names = []
+    for pid in pids:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone already
+            continue
+        names += [a.decode() for a in args if a.startswith(_SHM_REGION_PREFIX.encode()) and b"/" not in a]
+    return names
+
+
 def _cpu_ticks(pid: int) -> int:
     """User + system CPU time of ``pid`` in clock ticks (0 once it is gone)."""
     try:
@@ -241,6 +257,7 @@ class TritonServer:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             pids = _tree_pids(proc.pid)
+            regions = _shm_regions(pids[1:])
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=self.config.exit_timeout_s + 10)
@@ -252,6 +269,11 @@ class TritonServer:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            # Triton unlinks a stub's region when it unloads the model, but not when its exit timeout runs
+            # out first, which an idle client's open HTTP keep-alive connection is enough to cause
+            # ("Exit timeout expired. Exiting immediately."): 1 MB+ per model instance left in /dev/shm.
+            for name in regions:
+                Path("/dev/shm", name).unlink(missing_ok=True)
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
