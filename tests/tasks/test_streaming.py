@@ -125,7 +125,8 @@ def test_a_missing_dependency_stops_the_stream_once(detector, images, monkeypatc
     assert not _stream_threads()
 
 
-def test_an_error_in_the_input_iterable_comes_after_the_results_before_it(detector, images):
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_an_error_in_the_input_iterable_comes_after_the_results_before_it(detector, images, pool):
     def failing():
         yield images[0]
         yield images[1]
@@ -133,9 +134,9 @@ def test_an_error_in_the_input_iterable_comes_after_the_results_before_it(detect
 
     out = []
     with pytest.raises(RuntimeError, match="the source broke"):
-        for r in detector.stream(failing(), batch_size=8, workers=2):
+        for r in detector.stream(failing(), batch_size=8, workers=2, pool=pool):
             out.append(r)
-    assert len(out) == 2
+    assert [type(r).__name__ for r in out] == ["Detections", "Detections"]
     assert not _stream_threads()
 
 
@@ -199,7 +200,7 @@ def test_processes_classifier_equals_predict_batch(assets, images):
     assert workers._executor._shutdown_thread  # task.close() stopped its worker processes
 
 
-def test_processes_stop_early_and_on_a_broken_input(detector, images):
+def test_processes_stop_early(detector, images):
     from trtkit.tasks._image import read_image
 
     frame = read_image(images[0])
@@ -218,17 +219,6 @@ def test_processes_stop_early_and_on_a_broken_input(detector, images):
     assert pulled <= 5 + 2 * (2 + 2) + 2 * 2 * 2  # the slots (depth + 2 batches) and the finished window
     assert _shm_blocks() == before and not _stream_threads()
 
-    def failing():
-        yield images[0]
-        yield images[1]
-        raise RuntimeError("the source broke")
-
-    out = []
-    with pytest.raises(RuntimeError, match="the source broke"):
-        for r in detector.stream(failing(), batch_size=8, workers=2):
-            out.append(r)
-    assert len(out) == 2
-
 
 def test_processes_are_refused_clearly_where_they_cannot_run(assets, detector, images, monkeypatch):
     text = str(assets / "images" / "imageTextN_rgb.png")
@@ -242,3 +232,113 @@ def test_processes_are_refused_clearly_where_they_cannot_run(assets, detector, i
         list(stream_predictions(detector, images, options=StreamOptions(batch_size=32, pool="processes")))
     with pytest.raises(TaskError, match=r"stream pool must be one of auto, threads, processes, got 'fork'"):
         StreamOptions(pool="fork")
+
+
+def _shm_used() -> int:
+    import os
+
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def test_processes_hold_nothing_before_the_first_result_or_after_the_last(detector, images):
+    before, used = _shm_blocks(), _shm_used()
+    never = detector.stream(images, batch_size=2, workers=2, pool="processes")
+    assert _shm_blocks() == before and not _stream_threads()  # nothing is set up until it is iterated
+    del never
+    assert len(list(detector.stream(images * 2, batch_size=4, workers=2, pool="processes"))) == 2 * len(images)
+    # the names are gone, and the idle workers closed what they had opened: the memory is back
+    assert _shm_blocks() == before and abs(_shm_used() - used) < 2**20
+
+
+def test_processes_follow_a_task_changed_between_streams(assets, images):
+    with Detector.from_path(asset_model("yolov8n")) as task:
+        options = StreamOptions(batch_size=4, workers=2, pool="processes")
+        first = [p.result for p in stream_predictions(task, images, options=options)]
+        task.conf = 0.6  # the workers were started with 0.25
+        second = [p.result for p in stream_predictions(task, images, options=options)]
+        expected = task.predict_batch(images, batch_size=4)
+    assert all(_same_detections(a, b) for a, b in zip(second, expected))
+    assert sum(len(r.scores) for r in first) > sum(len(r.scores) for r in second)
+
+
+def test_two_streams_with_different_worker_counts_run_side_by_side(detector, images):
+    a = stream_predictions(detector, images, options=StreamOptions(batch_size=2, workers=1, pool="processes"))
+    b = stream_predictions(detector, images, options=StreamOptions(batch_size=2, workers=2, pool="processes"))
+    pairs = list(zip(a, b))
+    assert len(pairs) == len(images)
+    assert all(_same_detections(x.result, y.result) for x, y in pairs)
+
+
+def test_auto_on_a_cpu_backend_never_probes_the_task(assets, images):
+    class Picky(Classifier):  # refuses the small images a probe would use
+        def preprocess(self, image):
+            if min(image.shape[:2]) < 200:
+                raise TaskError(f"image {image.shape[1]}x{image.shape[0]} is too small for this model")
+            return super().preprocess(image)
+
+    big = [p for p in images if min(__import__("cv2").imread(p).shape[:2]) >= 200]
+    with Picky.from_path(asset_model("efficientnet_lite0")) as task:
+        assert len(list(task.stream(iter(big), batch_size=2, workers=2))) == len(big)
+
+
+def test_a_full_dev_shm_is_a_clear_error_not_a_crash(monkeypatch):
+    import errno
+    import os
+
+    import trtkit.tasks.stream_workers as stream_workers
+
+    def full(fd, offset, length):  # what tmpfs answers when /dev/shm cannot hold the block
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    before = _shm_blocks()
+    monkeypatch.setattr(stream_workers.os, "posix_fallocate", full)
+    with pytest.raises(TaskError, match=r"cannot reserve 1 MiB of shared memory .*No space left on device.*--shm-size.*--pool threads"):
+        stream_workers.create_block(2**20)
+    assert _shm_blocks() == before  # the block was removed
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_the_main_guard_is_refused_or_streams_on_threads(assets, images, tmp_path, guarded):
+    import subprocess
+    import sys
+
+    body = (
+        "from trtkit.tasks.detection import Detector\n"
+        f"task = Detector.from_path({str(asset_model('yolov8n'))!r})\n"
+        f"images = {images[:3]!r}\n"
+        "n = sum(1 for _ in task.stream(iter(images), batch_size=2, workers=2, pool=POOL))\n"
+        "print('streamed', n)\n"
+    )
+    script = tmp_path / "run.py"
+    for pool in ("'processes'", "'auto'"):
+        code = body.replace("POOL", pool)
+        if guarded:
+            code = "def main():\n" + "".join(f"    {line}\n" for line in code.splitlines()) + "if __name__ == '__main__':\n    main()\n"
+        script.write_text(code)
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        if guarded or pool == "'auto'":
+            assert r.returncode == 0 and "streamed 3" in r.stdout, r.stderr
+        else:
+            assert r.returncode == 1 and "main script's top level" in r.stderr and "__main__" in r.stderr, r.stderr
+            assert r.stderr.count("Traceback") == 1  # the one error, not one from every worker
+
+
+class _FailsAt120(Detector):
+    """Postprocess fails for the image 120 px wide (module level: worker processes unpickle it)."""
+
+    def postprocess(self, outputs, meta):
+        if meta.width == 120:
+            raise ValueError("postprocess broke on the 120 px image")
+        return super().postprocess(outputs, meta)
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_a_postprocess_failure_stops_the_stream_at_that_image(assets, pool):
+    frames = [np.full((96, w, 3), 100, np.uint8) for w in (100, 110, 120, 130)]
+    with _FailsAt120.from_path(asset_model("yolov8n")) as task:
+        got = []
+        with pytest.raises(ValueError, match="postprocess broke on the 120 px image"):
+            for p in stream_predictions(task, frames, options=StreamOptions(batch_size=4, workers=2, pool=pool)):
+                got.append(p.index)
+    assert got == [0, 1]  # the results before it, in order

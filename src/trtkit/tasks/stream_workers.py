@@ -22,15 +22,21 @@ kept until ``task.close()``: spawning 16 workers costs about a second.
 
 from __future__ import annotations
 
+import ast
 import copy
+import hashlib
 import os
+import pickle
 import queue
 import signal
-from concurrent.futures import Future, ProcessPoolExecutor
+import sys
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
@@ -38,10 +44,12 @@ import numpy as np
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ..spec import TensorSpec
 
-__all__ = ["POOLS", "ModelFacts", "SharedArray", "share_arrays", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "WorkerProcesses", "worker_processes"]
+__all__ = ["POOLS", "ModelFacts", "SharedArray", "share_arrays", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "WorkerProcesses", "acquire_workers", "release_workers",
+           "main_script_reruns"]
 
 POOLS = ("auto", "threads", "processes")
 
+_FORGET_TIMEOUT_S = 5.0  # how long workers wait for each other to drop a finished stream's blocks
 _SHM_DIR = "/dev/shm"  # where POSIX shared memory lives on Linux; its size is the limit (Docker: 64 MB unless --shm-size)
 
 
@@ -78,6 +86,44 @@ def probe_feeds(prepare: Callable[[Any], tuple[Any, Mapping[str, np.ndarray], An
     return {name: (dt, shape[1:]) for name, (dt, shape) in found[0].items()}
 
 
+def main_script_reruns() -> bool:
+    """True when this call comes from the main script's top level outside ``if __name__ == "__main__":``.
+    Spawned workers import the main script again (as ``__mp_main__``), which would run that code again
+    in every worker: load the model, stream, and fail. ``python -m pkg`` (a ``__main__`` module) and
+    interactive sessions are not imported again."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if main is None or (spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__"))):
+        return False
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return False  # not run by the main script's top level (a function it calls under the guard, a thread...)
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False  # cannot tell; spawn itself reports a missing guard if there is one
+    line = frame.f_lineno
+    for node in tree.body:
+        if node.lineno <= line <= (node.end_lineno or node.lineno):
+            return not _is_main_guard(node)
+    return True
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` (either side)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.comparators) != 1:
+        return False
+    sides = [node.test.left, node.test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    consts = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return isinstance(node.test.ops[0], ast.Eq) and len(names) == 1 and len(consts) == 1
+
+
 def shm_free_bytes() -> int | None:
     """Free bytes of ``/dev/shm``, or None where it does not exist (not Linux)."""
     try:
@@ -85,6 +131,22 @@ def shm_free_bytes() -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+def create_block(nbytes: int) -> SharedMemory:
+    """A new shared block with its pages reserved now: tmpfs only sets a size, and a write past what
+    /dev/shm can hold would kill the writing process with SIGBUS instead of raising."""
+    shm = SharedMemory(create=True, size=max(1, nbytes))
+    try:
+        os.posix_fallocate(shm._fd, 0, shm.size)  # type: ignore[attr-defined]  # the block's own descriptor
+    except OSError as exc:
+        _drop(shm)
+        raise TaskError(
+            f"cannot reserve {nbytes / 2**20:.0f} MiB of shared memory for the stream's worker processes "
+            f"({exc.strerror or exc}; {(shm_free_bytes() or 0) / 2**20:.0f} MiB of /dev/shm are free). Give /dev/shm "
+            "more room (Docker: --shm-size), lower --batch, or stream with pool='threads' (--pool threads)"
+        ) from None
+    return shm
 
 
 @dataclass
@@ -117,7 +179,7 @@ def share_arrays(slot: _Slot, items: list[Any], unwrap: Callable[[Any], Any], re
     renewed = slot.arena is None or slot.arena.size < need
     if renewed:
         _drop(slot.arena)
-        slot.arena = SharedMemory(create=True, size=max(need, 2 * slot.arena.size if slot.arena is not None else need))
+        slot.arena = create_block(max(need, 2 * slot.arena.size if slot.arena is not None else need))
     arena = cast(SharedMemory, slot.arena)
     offset = 0
     for i, a in arrays:
@@ -154,7 +216,7 @@ class SharedBatchRing:
                 for name, (dtype, shape) in feeds.items():
                     full = (batch, *shape)
                     nbytes = max(1, int(np.prod(full)) * dtype.itemsize)
-                    shm = SharedMemory(create=True, size=nbytes)
+                    shm = create_block(nbytes)
                     array: np.ndarray = np.ndarray(full, dtype, buffer=shm.buf)
                     blocks[name] = (shm, array, None)
                     if pinned:
@@ -204,11 +266,24 @@ class SharedBatchRing:
 _worker: dict[str, Any] = {}  # this worker's stages (streaming.HostStages), and the blocks it has opened (by name)
 
 
-def _init_worker(stages: Any) -> None:
+def _init_worker(stages: Any, barrier: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent handles it and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker["stages"] = stages
     _worker["blocks"] = {}
+    _worker["barrier"] = barrier
+
+
+def forget_all() -> bool:
+    """Close every block this worker holds; submitted once per worker when a stream ends (the barrier
+    makes each worker take exactly one), so an idle pool holds no stream's memory."""
+    try:
+        _worker["barrier"].wait(timeout=_FORGET_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        return False  # a worker was busy elsewhere: this one still forgets; the others do at their next call
+    finally:
+        _forget_blocks(set())
+    return True
 
 
 def _block(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -244,7 +319,10 @@ def _forget_blocks(keep: set[str]) -> None:
     for name in [n for n in blocks if n not in keep]:
         shm, array = blocks.pop(name)
         del array
-        shm.close()
+        try:
+            shm.close()
+        except BufferError:  # a result still aliases the block: its mapping goes with that view
+            continue
 
 
 def _check_generation(generation: tuple[str, ...]) -> None:
@@ -252,14 +330,21 @@ def _check_generation(generation: tuple[str, ...]) -> None:
         _forget_blocks(set(generation))
 
 
-def finish_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], count: int, rows: Sequence[tuple[int, Any]]) -> list[Any]:
+def finish_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], count: int, rows: Sequence[tuple[int, Any]]) -> list[tuple[bool, Any]]:
     """Postprocess ``rows`` ((row, meta) pairs) of a batch's outputs, which the parent copied into the
-    shared blocks ``desc`` names (``count`` rows); returns each row's result (small, pickled back)."""
+    shared blocks ``desc`` names (``count`` rows); returns ``(True, result)`` (small, pickled back) or
+    ``(False, the exception)`` per row."""
     _check_generation(generation)
     stages = _worker["stages"]
     outputs = {name: _block(block, dtype, shape)[:count] for name, block, dtype, shape in desc}
     per_image = stages.split(outputs, count)
-    return [stages.finish(per_image[row], meta) for row, meta in rows]
+    results: list[tuple[bool, Any]] = []
+    for row, meta in rows:
+        try:
+            results.append((True, stages.finish(per_image[row], meta)))
+        except Exception as exc:  # raised in the parent when the stream reaches this image, as with threads
+            results.append((False, exc))
+    return results
 
 
 def prepare_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], start: int, items: Sequence[Any], keep: bool) -> list[tuple[bool, Any, Any]]:
@@ -294,11 +379,17 @@ def prepare_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, st
 
 class WorkerProcesses:
     """``count`` worker processes that run one task's load + preprocess and postprocess (see the
-    module docstring). Owned by the task (``task.close()`` stops them); ``close()`` is idempotent."""
+    module docstring). Owned by the task (``task.close()`` stops them); ``close()`` is idempotent.
+    ``fingerprint`` identifies the stages they were started with (a task changed since needs new ones);
+    ``users`` counts the streams running on them."""
 
-    def __init__(self, stages: Any, *, count: int) -> None:
-        self.count = count
-        self._executor = ProcessPoolExecutor(max_workers=count, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(stages,))
+    def __init__(self, stages: Any, *, count: int, fingerprint: str) -> None:
+        self.count, self.fingerprint, self.users = count, fingerprint, 0
+        context = get_context("spawn")
+        self._barrier = context.Barrier(count)
+        self._executor = ProcessPoolExecutor(
+            max_workers=count, mp_context=context, initializer=_init_worker, initargs=(stages, self._barrier)
+        )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
         """Run ``prepare_chunk`` or ``finish_chunk`` in a worker."""
@@ -306,6 +397,14 @@ class WorkerProcesses:
             return self._executor.submit(fn, *args)
         except BrokenProcessPool as exc:
             raise broken(exc) from exc
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+            raise TaskError(f"the task was closed while a stream was running ({exc}); close it after the stream ends") from None
+
+    def forget(self) -> None:
+        """Have every worker drop the blocks of the streams that ran (none may be running)."""
+        futures = [self._executor.submit(forget_all) for _ in range(self.count)]
+        wait(futures)
+        self._barrier.reset()
 
     @property
     def broken(self) -> bool:
@@ -324,13 +423,39 @@ def broken(exc: BaseException) -> TaskError:
     )
 
 
-def worker_processes(task: Any, stages: Any, *, count: int) -> WorkerProcesses:
-    """The task's worker processes (started on first use, kept until ``task.close()``)."""
-    held: WorkerProcesses | None = task.__dict__.get("_stream_workers")
-    if held is not None and (held.count != count or held.broken):
-        held.close()
-        held = None
-    if held is None:
-        held = WorkerProcesses(stages, count=count)
-        task.__dict__["_stream_workers"] = held
-    return held
+_pools_lock = threading.Lock()
+
+
+def acquire_workers(task: Any, stages: Any, *, count: int) -> WorkerProcesses:
+    """Worker processes for one stream of ``task``: the task's own (started on first use, kept until
+    ``task.close()``) when they run these very stages with ``count`` workers and no other stream needs
+    them otherwise; else new ones. Give them back with :func:`release_workers`."""
+    fingerprint = hashlib.sha256(pickle.dumps(stages)).hexdigest()  # the task's config as the workers would see it
+    with _pools_lock:
+        held: WorkerProcesses | None = task.__dict__.get("_stream_workers")
+        if held is not None and not held.users and (held.broken or held.count != count or held.fingerprint != fingerprint):
+            held.close()
+            task.__dict__.pop("_stream_workers")
+            held = None
+        if held is None or held.count != count or held.fingerprint != fingerprint:
+            pool = WorkerProcesses(stages, count=count, fingerprint=fingerprint)
+            if held is None:
+                task.__dict__["_stream_workers"] = pool
+        else:
+            pool = held
+        pool.users += 1
+        return pool
+
+
+def release_workers(task: Any, pool: WorkerProcesses) -> None:
+    """A stream is done with ``pool``: the task's own pool drops that stream's memory when no stream
+    uses it any more; a pool made for one stream only is stopped."""
+    with _pools_lock:
+        pool.users -= 1
+        own = task.__dict__.get("_stream_workers") is pool
+        idle = pool.users == 0
+    if not own:
+        if idle:
+            pool.close()
+    elif idle and not pool.broken:
+        pool.forget()

@@ -53,8 +53,8 @@ import numpy as np
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
 from .stream_workers import (
-    POOLS, SharedBatchRing, broken, finish_chunk, host_copy, prepare_chunk, probe_feeds, share_arrays, shm_free_bytes,
-    worker_processes,
+    POOLS, SharedBatchRing, acquire_workers, broken, finish_chunk, host_copy, main_script_reruns, prepare_chunk, probe_feeds,
+    release_workers, share_arrays, shm_free_bytes,
 )
 
 __all__ = ["AUTO_PROCESSES_MIN_IMAGES", "StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
@@ -327,17 +327,16 @@ class BatchStages:
         if stacked is None:  # e.g. classic OCR-style sizes: one inference per image
             self._ring.give(buffers)
             return _Pending([self._start(feeds) for feeds in prepared], None, None, self.split)
-        return self.start_stacked(stacked, len(prepared), release=lambda: self._ring.give(buffers))
+        try:
+            return self.start_stacked(stacked, len(prepared), release=lambda: self._ring.give(buffers))
+        except BaseException:
+            self._ring.give(buffers)
+            raise
 
     def start_stacked(self, stacked: Mapping[str, np.ndarray], count: int, *, release: Callable[[], None]) -> "_Pending":
         """Start the inference of ``count`` images already stacked in ``stacked``; ``release`` is
-        called once the backend is done with those buffers."""
-        try:
-            started = self._start(stacked)
-        except BaseException:
-            release()
-            raise
-        return _Pending([started], count, release, self.split)
+        called once the backend is done with those buffers (when this raises, the caller still owns them)."""
+        return _Pending([self._start(stacked)], count, release, self.split)
 
     def _start(self, feeds: Mapping[str, np.ndarray]) -> "Future[dict[str, Any]]":
         if self._submit is not None:
@@ -426,10 +425,13 @@ class _Processes:
 
     workers: Any  # stream_workers.WorkerProcesses
     ring: SharedBatchRing
-    generation: tuple[str, ...]  # the names of this stream's shared blocks: a worker closes those of earlier streams
+    task: Any  # whose workers they are
     outputs: "SharedBatchRing | bool | None" = None  # slots for batch outputs, made at the first batch (False: threads postprocess)
 
-    def names(self) -> tuple[str, ...]:
+    @property
+    def generation(self) -> tuple[str, ...]:
+        """The names of this stream's shared blocks (read when a chunk is sent: arenas and output slots
+        appear as it runs); a worker closes blocks not named here, those of earlier streams."""
         return self.ring.names + (self.outputs.names if isinstance(self.outputs, SharedBatchRing) else ())
 
     finishing: set["Future[Any]"] = field(default_factory=set)  # postprocess chunks not done yet
@@ -519,38 +521,54 @@ class _Engine:
         ]
 
     def _worker_processes(self, workers: int) -> "_Processes | None":
-        """Decode + preprocess in worker processes (see :class:`StreamOptions` ``pool``), or None: threads."""
+        """Decode + preprocess in worker processes (see :class:`StreamOptions` ``pool``), or None: threads.
+        ``auto`` checks the cheap conditions first and falls back to threads on any obstacle; an
+        explicit ``processes`` raises a TaskError naming it."""
         pool = self.options.pool
-        if pool == "threads":
-            return None
-        reason = None
-        host = self.stages.host_stages() if self.stages.batched else None
-        feeds = probe_feeds(host.prepare) if host is not None else None
-        if host is None:
-            reason = "this task's stages use its models per image (e.g. OCR) or prepare on the GPU"
-        elif feeds is None:
-            reason = "its preprocessed inputs change size with the image, so no fixed batch buffer holds them"
-        else:
-            count = self.options.depth + 2
-            need = SharedBatchRing.nbytes(count, batch=self.batch, feeds=feeds)
-            free = shm_free_bytes()
-            if free is None:
-                reason = "this system has no /dev/shm"
-            elif need > free // 2:  # leave room for everyone else; a full /dev/shm kills writers with SIGBUS
-                reason = (
-                    f"its batch buffers need {need / 2**20:.0f} MiB of /dev/shm and {free / 2**20:.0f} MiB are free "
-                    "(Docker: --shm-size); or lower --batch"
-                )
-        short = isinstance(self.images, Sized) and len(self.images) < AUTO_PROCESSES_MIN_IMAGES
-        if reason is None and pool == "auto" and (short or not (self.stages.pinned and workers >= 4)):
-            return None  # auto: processes pay off for a GPU backend (the CPU is free for them) on enough cores
-        if reason is not None:
+        if pool == "threads" or not self.stages.batched:
             if pool == "processes":
-                raise TaskError(f"stream pool='processes' (--pool processes) cannot run here: {reason}; use --pool threads")
+                raise TaskError(self._refusal("this task's stages use its models per image (e.g. OCR)"))
             return None
-        ring = SharedBatchRing(count, batch=self.batch, feeds=cast(dict, feeds), pinned=self.stages.pinned)
+        if pool == "auto":
+            short = isinstance(self.images, Sized) and len(self.images) < AUTO_PROCESSES_MIN_IMAGES
+            if short or not (self.stages.pinned and workers >= 4) or main_script_reruns():
+                return None  # processes pay off for a GPU backend (the CPU is free for them) on long inputs
         try:
-            return _Processes(worker_processes(self.stages.task, cast(HostStages, host), count=workers), ring, ring.names)
+            return self._start_processes(workers)
+        except TrtkitError:
+            if pool == "processes":
+                raise
+            return None  # auto: whatever stands in the way of processes, threads still work
+
+    def _refusal(self, reason: str) -> str:
+        return f"stream pool='processes' (--pool processes) cannot run here: {reason}; use --pool threads"
+
+    def _start_processes(self, workers: int) -> "_Processes":
+        if main_script_reruns():
+            raise TaskError(self._refusal(
+                "it is called from the main script's top level, which each worker process would run again "
+                "(they are started with spawn); move the work under `if __name__ == \"__main__\":`"
+            ))
+        host = self.stages.host_stages()
+        if host is None:
+            raise TaskError(self._refusal("this front end prepares or finishes on the GPU (e.g. preprocessing in the graph)"))
+        feeds = probe_feeds(host.prepare)
+        if feeds is None:
+            raise TaskError(self._refusal("its preprocessed inputs change size with the image, so no fixed batch buffer holds them"))
+        count = self.options.depth + 2
+        need = SharedBatchRing.nbytes(count, batch=self.batch, feeds=feeds)
+        free = shm_free_bytes()
+        if free is None:
+            raise TaskError(self._refusal("this system has no /dev/shm"))
+        if need > free // 2:  # leave room for the arenas, the output slots and everyone else
+            raise TaskError(self._refusal(
+                f"its batch buffers need {need / 2**20:.0f} MiB of /dev/shm and {free / 2**20:.0f} MiB are free "
+                "(Docker: --shm-size); or lower --batch"
+            ))
+        ring = SharedBatchRing(count, batch=self.batch, feeds=feeds, pinned=self.stages.pinned)
+        try:
+            task = self.stages.task
+            return _Processes(acquire_workers(task, host, count=workers), ring, task)
         except BaseException:
             ring.close()
             raise
@@ -578,7 +596,12 @@ class _Engine:
             result = self._wait(entry.finish)  # type: ignore[arg-type]
         except BrokenProcessPool as exc:
             raise broken(exc) from exc
-        return result if entry.pick is None else result[entry.pick]
+        if entry.pick is None:
+            return result
+        ok, value = result[entry.pick]
+        if not ok:
+            raise value
+        return value
 
     def _wait(self, future: "Future[Any] | _Pending") -> Any:
         # Future.result() cannot be interrupted; these futures always finish (the pool keeps running)
@@ -637,8 +660,7 @@ class _Engine:
         chunks: list[tuple[int, Future[Any]]] = []
         items = [item for _, item in group]
         try:
-            if share_arrays(slot, items, unwrap=_frame_pixels, rewrap=_with_pixels):  # arrays go through shared memory
-                procs.generation = procs.names()
+            share_arrays(slot, items, unwrap=_frame_pixels, rewrap=_with_pixels)  # arrays go through shared memory
             for start in range(0, len(group), chunk):
                 part = items[start : start + chunk]
                 chunks.append((start, procs.workers.submit(prepare_chunk, procs.generation, slot.desc, start, part, self.options.keep_images)))
@@ -680,12 +702,7 @@ class _Engine:
                 procs.settle([f for _, f in chunks])
                 procs.ring.give(slot)
                 raise
-            try:
-                self._put(self.batches, (entries, pending))
-            except _Stopped:
-                if pending is not None:
-                    pending.settle()
-                raise
+            self._send(entries, pending)
 
     # -- batcher thread
     def _batch_loop(self) -> None:
@@ -727,6 +744,10 @@ class _Engine:
         pending = self.stages.run([e.feeds for e in todo], self.stop) if todo else None
         for row, e in enumerate(todo):
             e.feeds, e.row = None, row  # the batch buffer holds them now
+        self._send(group, pending)
+
+    def _send(self, group: list[_Entry], pending: "_Pending | None") -> None:
+        """Hand a started batch to the finisher; when the stream stops first, wait until the backend is done with it."""
         try:
             self._put(self.batches, (group, pending))
         except _Stopped:
@@ -768,7 +789,6 @@ class _Engine:
                 procs.outputs = False
             else:
                 procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=False)
-                procs.generation = procs.names()
         if not isinstance(procs.outputs, SharedBatchRing):
             return False
         ring = procs.outputs
@@ -839,6 +859,7 @@ class _Engine:
             self.procs.ring.close()
             if isinstance(self.procs.outputs, SharedBatchRing):
                 self.procs.outputs.close()
+            release_workers(self.procs.task, self.procs.workers)  # and they drop the blocks they opened
         self.stages.close()
 
 
@@ -851,4 +872,10 @@ def stream_predictions(task: Any, images: Iterable[Any], *, options: StreamOptio
     """
     if getattr(task, "_closed", False):
         raise TaskError(f"{type(task).__name__} was used after close(); create a new one")
-    return _Engine(stages_for(task, depth=options.depth), options, images).run()
+    return _run(task, images, options)
+
+
+def _run(task: Any, images: Iterable[Any], options: StreamOptions) -> Generator[Prediction, None, None]:
+    # A generator: nothing (threads, worker processes, shared memory) is set up until the first result is asked for,
+    # so a stream that is never iterated holds nothing.
+    yield from _Engine(stages_for(task, depth=options.depth), options, images).run()
