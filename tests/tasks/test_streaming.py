@@ -255,8 +255,10 @@ def test_processes_follow_a_task_changed_between_streams(assets, images):
     with Detector.from_path(asset_model("yolov8n")) as task:
         options = StreamOptions(batch_size=4, workers=2, pool="processes")
         first = [p.result for p in stream_predictions(task, images, options=options)]
-        task.conf = 0.6  # the workers were started with 0.25
+        workers = task.__dict__["_stream_workers"]
+        task.conf = 0.6  # the workers ran the stages with 0.25
         second = [p.result for p in stream_predictions(task, images, options=options)]
+        assert task.__dict__["_stream_workers"] is workers  # the same processes, not started again
         expected = task.predict_batch(images, batch_size=4)
     assert all(_same_detections(a, b) for a, b in zip(second, expected))
     assert sum(len(r.scores) for r in first) > sum(len(r.scores) for r in second)

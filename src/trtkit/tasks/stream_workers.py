@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ..spec import TensorSpec
 
-__all__ = ["POOLS", "ModelFacts", "SharedArray", "share_arrays", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "WorkerProcesses", "acquire_workers", "release_workers",
+__all__ = ["POOLS", "ModelFacts", "SharedArray", "share_arrays", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "StagesRef", "WorkerProcesses", "acquire_workers", "release_workers",
            "main_script_reruns"]
 
 POOLS = ("auto", "threads", "processes")
@@ -266,12 +266,35 @@ class SharedBatchRing:
 _worker: dict[str, Any] = {}  # this worker's stages (streaming.HostStages), and the blocks it has opened (by name)
 
 
-def _init_worker(stages: Any, barrier: Any) -> None:
+def _init_worker(barrier: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent handles it and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker["stages"] = stages
+    _worker["stages"] = (None, None)
     _worker["blocks"] = {}
     _worker["barrier"] = barrier
+
+
+@dataclass(frozen=True)
+class StagesRef:
+    """A stream's stages as every chunk carries them: pickled once per stream (a few KB), unpickled by
+    a worker only when they differ from the last ones it used. So a task changed between two streams
+    is never run with its old settings, and one pool serves any task state."""
+
+    key: str
+    blob: bytes
+
+    @classmethod
+    def of(cls, stages: Any) -> "StagesRef":
+        blob = pickle.dumps(stages)
+        return cls(hashlib.sha256(blob).hexdigest(), blob)
+
+
+def _stages(ref: StagesRef) -> Any:
+    key, stages = _worker["stages"]
+    if key != ref.key:
+        stages = pickle.loads(ref.blob)
+        _worker["stages"] = (ref.key, stages)
+    return stages
 
 
 def forget_all() -> bool:
@@ -330,12 +353,12 @@ def _check_generation(generation: tuple[str, ...]) -> None:
         _forget_blocks(set(generation))
 
 
-def finish_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], count: int, rows: Sequence[tuple[int, Any]]) -> list[tuple[bool, Any]]:
+def finish_chunk(ref: StagesRef, generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], count: int, rows: Sequence[tuple[int, Any]]) -> list[tuple[bool, Any]]:
     """Postprocess ``rows`` ((row, meta) pairs) of a batch's outputs, which the parent copied into the
     shared blocks ``desc`` names (``count`` rows); returns ``(True, result)`` (small, pickled back) or
     ``(False, the exception)`` per row."""
     _check_generation(generation)
-    stages = _worker["stages"]
+    stages = _stages(ref)
     outputs = {name: _block(block, dtype, shape)[:count] for name, block, dtype, shape in desc}
     per_image = stages.split(outputs, count)
     results: list[tuple[bool, Any]] = []
@@ -347,11 +370,11 @@ def finish_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str
     return results
 
 
-def prepare_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], start: int, items: Sequence[Any], keep: bool) -> list[tuple[bool, Any, Any]]:
+def prepare_chunk(ref: StagesRef, generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], start: int, items: Sequence[Any], keep: bool) -> list[tuple[bool, Any, Any]]:
     """Decode and preprocess ``items`` into rows ``start...`` of the slot ``desc`` names. Per item:
     ``(True, meta, rgb or None)``, or ``(False, message, None)`` for an image that cannot be used."""
     _check_generation(generation)
-    prepare = _worker["stages"].prepare
+    prepare = _stages(ref).prepare
     out: list[tuple[bool, Any, Any]] = []
     for row, item in enumerate(items, start):
         try:
@@ -378,18 +401,15 @@ def prepare_chunk(generation: tuple[str, ...], desc: Sequence[tuple[str, str, st
 # ---------------------------------------------------------------- in the parent
 
 class WorkerProcesses:
-    """``count`` worker processes that run one task's load + preprocess and postprocess (see the
-    module docstring). Owned by the task (``task.close()`` stops them); ``close()`` is idempotent.
-    ``fingerprint`` identifies the stages they were started with (a task changed since needs new ones);
-    ``users`` counts the streams running on them."""
+    """``count`` worker processes that run a task's load + preprocess and postprocess (see the
+    module docstring; each chunk names its stages with a :class:`StagesRef`). Owned by the task
+    (``task.close()`` stops them); ``close()`` is idempotent. ``users`` counts the streams running on them."""
 
-    def __init__(self, stages: Any, *, count: int, fingerprint: str) -> None:
-        self.count, self.fingerprint, self.users = count, fingerprint, 0
+    def __init__(self, *, count: int) -> None:
+        self.count, self.users = count, 0
         context = get_context("spawn")
         self._barrier = context.Barrier(count)
-        self._executor = ProcessPoolExecutor(
-            max_workers=count, mp_context=context, initializer=_init_worker, initargs=(stages, self._barrier)
-        )
+        self._executor = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_init_worker, initargs=(self._barrier,))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
         """Run ``prepare_chunk`` or ``finish_chunk`` in a worker."""
@@ -426,19 +446,18 @@ def broken(exc: BaseException) -> TaskError:
 _pools_lock = threading.Lock()
 
 
-def acquire_workers(task: Any, stages: Any, *, count: int) -> WorkerProcesses:
+def acquire_workers(task: Any, *, count: int) -> WorkerProcesses:
     """Worker processes for one stream of ``task``: the task's own (started on first use, kept until
-    ``task.close()``) when they run these very stages with ``count`` workers and no other stream needs
-    them otherwise; else new ones. Give them back with :func:`release_workers`."""
-    fingerprint = hashlib.sha256(pickle.dumps(stages)).hexdigest()  # the task's config as the workers would see it
+    ``task.close()``) when they have ``count`` workers or no other stream uses them; else new ones,
+    for this stream only. Give them back with :func:`release_workers`."""
     with _pools_lock:
         held: WorkerProcesses | None = task.__dict__.get("_stream_workers")
-        if held is not None and not held.users and (held.broken or held.count != count or held.fingerprint != fingerprint):
+        if held is not None and not held.users and (held.broken or held.count != count):
             held.close()
             task.__dict__.pop("_stream_workers")
             held = None
-        if held is None or held.count != count or held.fingerprint != fingerprint:
-            pool = WorkerProcesses(stages, count=count, fingerprint=fingerprint)
+        if held is None or held.count != count:
+            pool = WorkerProcesses(count=count)
             if held is None:
                 task.__dict__["_stream_workers"] = pool
         else:

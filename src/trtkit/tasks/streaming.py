@@ -53,8 +53,8 @@ import numpy as np
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
 from .stream_workers import (
-    POOLS, SharedBatchRing, acquire_workers, broken, finish_chunk, host_copy, main_script_reruns, prepare_chunk, probe_feeds,
-    release_workers, share_arrays, shm_free_bytes,
+    POOLS, SharedBatchRing, StagesRef, acquire_workers, broken, finish_chunk, host_copy, main_script_reruns, prepare_chunk,
+    probe_feeds, release_workers, share_arrays, shm_free_bytes,
 )
 
 __all__ = ["AUTO_PROCESSES_MIN_IMAGES", "StreamOptions", "Frame", "BadInput", "ImageError", "Prediction", "stream_predictions", "BatchStages", "WholeImageStages"]
@@ -426,6 +426,7 @@ class _Processes:
     workers: Any  # stream_workers.WorkerProcesses
     ring: SharedBatchRing
     task: Any  # whose workers they are
+    stages: StagesRef  # what the workers run, sent with every chunk
     outputs: "SharedBatchRing | bool | None" = None  # slots for batch outputs, made at the first batch (False: threads postprocess)
 
     @property
@@ -568,7 +569,7 @@ class _Engine:
         ring = SharedBatchRing(count, batch=self.batch, feeds=feeds, pinned=self.stages.pinned)
         try:
             task = self.stages.task
-            return _Processes(acquire_workers(task, host, count=workers), ring, task)
+            return _Processes(acquire_workers(task, count=workers), ring, task, StagesRef.of(host))
         except BaseException:
             ring.close()
             raise
@@ -663,7 +664,7 @@ class _Engine:
             share_arrays(slot, items, unwrap=_frame_pixels, rewrap=_with_pixels)  # arrays go through shared memory
             for start in range(0, len(group), chunk):
                 part = items[start : start + chunk]
-                chunks.append((start, procs.workers.submit(prepare_chunk, procs.generation, slot.desc, start, part, self.options.keep_images)))
+                chunks.append((start, procs.workers.submit(prepare_chunk, procs.stages, procs.generation, slot.desc, start, part, self.options.keep_images)))
             self._put(self.prepared, (entries, slot, chunks))
         except BaseException:
             procs.settle([f for _, f in chunks])
@@ -808,7 +809,7 @@ class _Engine:
             for k in range(0, len(todo), step):
                 part = todo[k : k + step]
                 rows = [(e.row, e.meta) for e in part]
-                future = procs.workers.submit(finish_chunk, procs.generation, slot.desc, count, rows)
+                future = procs.workers.submit(finish_chunk, procs.stages, procs.generation, slot.desc, count, rows)
                 futures.append(future)
                 procs.track(future)
                 for pick, e in enumerate(part):
