@@ -344,3 +344,13 @@ def test_a_postprocess_failure_stops_the_stream_at_that_image(assets, pool):
             for p in stream_predictions(task, frames, options=StreamOptions(batch_size=4, workers=2, pool=pool)):
                 got.append(p.index)
     assert got == [0, 1]  # the results before it, in order
+
+
+def test_a_task_class_workers_cannot_import_is_refused_clearly(assets, images):
+    class Local(Detector):  # defined in a function: pickle cannot name it for another process
+        pass
+
+    with Local.from_path(asset_model("yolov8n")) as task:
+        with pytest.raises(TaskError, match=r"cannot be sent to worker processes .*define its class at a module's top level.*--pool threads"):
+            list(stream_predictions(task, images, options=StreamOptions(batch_size=2, workers=2, pool="processes")))
+        assert len(list(task.stream(iter(images), batch_size=2, workers=2))) == len(images)  # auto: threads

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -566,10 +567,16 @@ class _Engine:
                 f"its batch buffers need {need / 2**20:.0f} MiB of /dev/shm and {free / 2**20:.0f} MiB are free "
                 "(Docker: --shm-size); or lower --batch"
             ))
+        try:
+            ref = StagesRef.of(host)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # what pickle raises for what it cannot send
+            raise TaskError(self._refusal(
+                f"the task cannot be sent to worker processes ({exc}); define its class at a module's top level"
+            )) from None
         ring = SharedBatchRing(count, batch=self.batch, feeds=feeds, pinned=self.stages.pinned)
         try:
             task = self.stages.task
-            return _Processes(acquire_workers(task, count=workers), ring, task, StagesRef.of(host))
+            return _Processes(acquire_workers(task, count=workers), ring, task, ref)
         except BaseException:
             ring.close()
             raise
