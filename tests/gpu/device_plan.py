@@ -10,7 +10,11 @@ at most ``--call-mib`` MiB each (so no call carries less than it could):
 - ``assets``: the asset models and images (tar);
 - ``whl``: wheels the device lacks (pyclipper, pillow, onnxconverter-common: ``--wheels DIR``);
 - ``ort``: onnxruntime-gpu (``--ort-wheel``), re-packed as tar.xz without its TensorRT EP library:
-  203 MB instead of the 256 MB wheel, four calls instead of six.
+  203 MB instead of the 256 MB wheel, four calls instead of six;
+- ``engines``: engines an earlier session built and sent back through ``$OUT`` (``--engines DIR`` of
+  ``*.plan`` + ``*.plan.json``), unpacked into the engine folder, where the builds find them up to date
+  (trtkit's build cache: the sidecar's key covers the ONNX file's sha256, the options and the TensorRT
+  version). A PP-OCRv4 rec build takes most of a session on TensorRT 8.5, so its det engine travels.
 
 The first group (TensorRT, bindings, assets, wheels) comes first: the call that completes it unpacks it
 (``tests/gpu/device_unpack.sh``) and starts ``tests/gpu/prebuild.py`` in its own process session, so the
@@ -35,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK = ROOT / ".devpack"
-FIRST = ("trt", "trtpy", "assets", "whl")  # unpacked by the call that completes them; then the builds start
+FIRST = ("trt", "trtpy", "assets", "whl", "engines")  # unpacked by the call that completes them; then the builds start
 SECOND = ("ort",)
 ASSET_ITEMS = ("models", "images", "labels", "truth.json", "README.md")
 ENV = ("source /tmp/trtpy/setup.sh >/dev/null && export TRTKIT_SHARED=/tmp/shared TRTKIT_GPU_ENGINES=/tmp/trtkit-gpu-engines "
@@ -73,7 +77,7 @@ def _ort_blob(wheel: Path, cache: Path) -> Path:
     return out
 
 
-def sync(*, assets: Path, wheels: Path | None, ort_wheel: Path | None, call_mib: int) -> None:
+def sync(*, assets: Path, wheels: Path | None, ort_wheel: Path | None, engines: Path | None, call_mib: int) -> None:
     exclude = ROOT / ".git" / "info" / "exclude"
     lines = exclude.read_text().splitlines() if exclude.exists() else []
     if "/.devpack/" not in lines:
@@ -89,6 +93,8 @@ def sync(*, assets: Path, wheels: Path | None, ort_wheel: Path | None, call_mib:
         "assets": _tar([(assets / item, f"assets/{item}") for item in ASSET_ITEMS if (assets / item).exists()]),
         "whl": _tar([(w, w.name) for w in sorted(wheels.glob("*.whl"))]) if wheels else _tar([]),
     }
+    if engines:
+        blobs["engines"] = _tar([(p, p.name) for p in sorted(engines.glob("*.plan*"))])
     if ort_wheel:
         blobs["ort"] = _ort_blob(ort_wheel, cache)
     for old in PACK.glob("c[0-9]*"):
@@ -113,19 +119,20 @@ def sync(*, assets: Path, wheels: Path | None, ort_wheel: Path | None, call_mib:
                 if not data:
                     break
     (PACK / "groups.json").write_text(json.dumps({"first_done": max(number[n] for n in FIRST if n in number),
-                                                  "calls": call + 1}))
+                                                  "calls": call + 1, "packed": sorted(number)}))
 
 
-def calls(*, prebuild: str = "suite,bench,nms,pipelines") -> list[dict[str, object]]:
+def calls(*, prebuild: str = "suite,bench,nms,pipelines", budget: int = 900) -> list[dict[str, object]]:
     meta = json.loads((PACK / "groups.json").read_text())
     out: list[dict[str, object]] = []
     for i in range(meta["calls"]):
         cmd = f"mkdir -p /tmp/stash && cp .devpack/c{i:02d}/* /tmp/stash/ && ls /tmp/stash | wc -l"
+        first = " ".join(name for name in FIRST if name in meta.get("packed", FIRST))
         no_engine_tests = ("timeout 400 python3 -m pytest tests/gpu/test_cuda_gpu.py tests/gpu/test_ort_cuda_gpu.py "
                            "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild.log")
         if i == meta["first_done"]:  # TensorRT, bindings, assets, wheels complete: unpack, start the builds
-            cmd += (f" && bash tests/gpu/device_unpack.sh {' '.join(FIRST)} && {ENV} && nvidia-smi -L && "
-                    f"(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget 900 --only {prebuild} > /tmp/prebuild.log 2>&1 < /dev/null &) && "
+            cmd += (f" && bash tests/gpu/device_unpack.sh {first} && {ENV} && nvidia-smi -L && "
+                    f"(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget {budget} --only {prebuild} > /tmp/prebuild.log 2>&1 < /dev/null &) && "
                     "sleep 20; cat /tmp/prebuild.log")  # its own session: it outlives this call
             if i == meta["calls"] - 1:  # no onnxruntime-gpu packed: the engine-free tests run here (ORT-CUDA ones skip)
                 cmd += "; " + no_engine_tests
@@ -161,12 +168,15 @@ def main() -> None:
     ap.add_argument("--ort-wheel", type=Path, help="onnxruntime-gpu cp312 manylinux wheel (see ../shared/DEVICE.md)")
     ap.add_argument("--call-mib", type=int, default=60, help="MiB per call (the checkout itself travels too)")
     ap.add_argument("--sync", action="store_true", help="pack into .devpack first")
+    ap.add_argument("--engines", type=Path, help="engines built in an earlier session (*.plan + *.plan.json) to carry back")
     ap.add_argument("--prebuild", default="suite,bench,nms,pipelines",
-                    help="engine groups tests/gpu/prebuild.py builds in the background (30 device minutes do not cover all)")
+                    help="engine groups tests/gpu/prebuild.py builds in the background (30 device minutes do not cover all; "
+                    "'ocr' is the PP-OCRv4 engines alone)")
+    ap.add_argument("--prebuild-budget", type=int, default=900, help="seconds the background builds may take")
     args = ap.parse_args()
     if args.sync:
-        sync(assets=args.assets.resolve(), wheels=args.wheels, ort_wheel=args.ort_wheel, call_mib=args.call_mib)
-    for number, call in enumerate(calls(prebuild=args.prebuild), 1):
+        sync(assets=args.assets.resolve(), wheels=args.wheels, ort_wheel=args.ort_wheel, engines=args.engines, call_mib=args.call_mib)
+    for number, call in enumerate(calls(prebuild=args.prebuild, budget=args.prebuild_budget), 1):
         print(f"call {number}: {json.dumps(call)}")
 
 

@@ -17,5 +17,6 @@ if have whl; then
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$S"/whl/*.whl
     fi
 fi
+if have engines; then mkdir -p /tmp/trtkit-gpu-engines && join engines | tar -x -C /tmp/trtkit-gpu-engines; rm -f "$S"/engines.[0-9]*; fi
 if have ort; then join ort | unxz | tar -x -C /tmp/site; rm -f "$S"/ort.[0-9]*; fi
 echo "unpacked: $(ls /tmp/site | tr '\n' ' ')"

@@ -94,6 +94,7 @@ JOBS = {
               (_bench, ("scrfd", "fp16")), (_bench, ("efficientnet_lite0", "fp32")), (_bench, ("efficientnet_lite0", "fp16"))],
     "pipelines": [(_pipeline, ("detect640",))],
     "nms": [(_nms, ("yolov8n",)), (_nms, ("scrfd",))],
+    "ocr": [(_suite, ("ppocr_det",)), (_suite, ("ppocr_rec",)), (_suite, ("ppocr_cls",))],
 }
 
 
@@ -109,7 +110,7 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=540.0, help="seconds; unfinished builds are stopped")
     ap.add_argument("--only", default=",".join(JOBS))
     args = ap.parse_args()
-    todo = [job for group in args.only.split(",") for job in JOBS[group]]
+    todo = list(dict.fromkeys(job for group in args.only.split(",") for job in JOBS[group]))  # groups may share jobs
     # Long poles first across groups: the suite's OCR and YOLO builds, then the rest in listed order.
     todo.sort(key=lambda job: 0 if job[1][0] in ("ppocr_det", "ppocr_rec", "yolov8n") else 1)
     engines_dir().mkdir(parents=True, exist_ok=True)
