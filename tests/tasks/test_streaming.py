@@ -90,10 +90,12 @@ def test_ocr_stream_runs_whole_images_concurrently_in_order(assets):
     assert results[0].text == results[2].text == expected.text and expected.text
 
 
-def test_input_is_read_lazily_and_memory_is_bounded(detector, images):
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_input_is_read_lazily_and_memory_is_bounded(detector, images, pool):
     from trtkit.tasks._image import read_image
 
     frame = read_image(images[0])
+    before = _shm_blocks()
     pulled = 0
 
     def endless():
@@ -102,15 +104,16 @@ def test_input_is_read_lazily_and_memory_is_bounded(detector, images):
             pulled += 1
             yield frame
 
-    options = StreamOptions(batch_size=2, workers=2, depth=2)
+    options = StreamOptions(batch_size=2, workers=2, depth=2, pool=pool)
     predictions = stream_predictions(detector, endless(), options=options)
     seen = [next(predictions) for _ in range(5)]
     assert [p.index for p in seen] == list(range(5))
     predictions.close()  # stops every stage; the endless input is not drained
-    # what may be read ahead: the prepared window, the batches in flight and the finished results
-    bound = 5 + max(2 * 2, 2 * 3) + 2 * 2 * 2 + max(2 * 2, 2 * 2) + 4
-    assert pulled <= bound, pulled
-    assert not _stream_threads()
+    # what may be read ahead: the prepared window (threads) or the batch slots (processes: depth + 2 batches),
+    # the batches in flight and the finished results
+    ahead = max(2 * 2, 2 * 3) + 2 * 2 * 2 + max(2 * 2, 2 * 2) + 4 if pool == "threads" else 2 * (2 + 2) + 2 * 2 * 2
+    assert pulled <= 5 + ahead, pulled
+    assert _shm_blocks() == before and not _stream_threads()
 
 
 def test_a_missing_dependency_stops_the_stream_once(detector, images, monkeypatch):
@@ -200,26 +203,6 @@ def test_processes_classifier_equals_predict_batch(assets, images):
     assert workers._executor._shutdown_thread  # task.close() stopped its worker processes
 
 
-def test_processes_stop_early(detector, images):
-    from trtkit.tasks._image import read_image
-
-    frame = read_image(images[0])
-    before = _shm_blocks()
-    pulled = 0
-
-    def endless():
-        nonlocal pulled
-        while True:
-            pulled += 1
-            yield frame
-
-    predictions = stream_predictions(detector, endless(), options=StreamOptions(batch_size=2, workers=2, pool="processes"))
-    assert [next(predictions).index for _ in range(5)] == list(range(5))
-    predictions.close()
-    assert pulled <= 5 + 2 * (2 + 2) + 2 * 2 * 2  # the slots (depth + 2 batches) and the finished window
-    assert _shm_blocks() == before and not _stream_threads()
-
-
 def test_processes_are_refused_clearly_where_they_cannot_run(assets, detector, images, monkeypatch):
     text = str(assets / "images" / "imageTextN_rgb.png")
     with OcrPipeline.from_paths(asset_model("ppocr_det"), asset_model("ppocr_rec")) as ocr:
@@ -300,30 +283,77 @@ def test_a_full_dev_shm_is_a_clear_error_not_a_crash(monkeypatch):
     assert _shm_blocks() == before  # the block was removed
 
 
-@pytest.mark.parametrize("guarded", [False, True])
-def test_a_script_without_the_main_guard_is_refused_or_streams_on_threads(assets, images, tmp_path, guarded):
+def test_a_script_streams_in_processes_without_running_its_top_level_again(assets, images, tmp_path):
     import subprocess
     import sys
 
-    body = (
-        "from trtkit.tasks.detection import Detector\n"
-        f"task = Detector.from_path({str(asset_model('yolov8n'))!r})\n"
-        f"images = {images[:3]!r}\n"
-        "n = sum(1 for _ in task.stream(iter(images), batch_size=2, workers=2, pool=POOL))\n"
-        "print('streamed', n)\n"
-    )
     script = tmp_path / "run.py"
-    for pool in ("'processes'", "'auto'"):
-        code = body.replace("POOL", pool)
-        if guarded:
-            code = "def main():\n" + "".join(f"    {line}\n" for line in code.splitlines()) + "if __name__ == '__main__':\n    main()\n"
-        script.write_text(code)
+    script.write_text(  # no `if __name__ == "__main__":` guard, on purpose
+        "from trtkit.tasks.detection import Detector\n"
+        "print('top level ran', flush=True)\n"
+        f"task = Detector.from_path({str(asset_model('yolov8n'))!r})\n"
+        f"n = sum(1 for _ in task.stream(iter({images[:3]!r}), batch_size=2, workers=2, pool='processes'))\n"
+        "print('streamed', n, 'in', len(task.__dict__['_stream_workers']._executor._processes), 'processes')\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("top level ran") == 1 and "streamed 3 in 2 processes" in r.stdout, r.stdout
+
+
+def test_a_task_class_from_the_main_script_is_refused_or_streams_on_threads(assets, images, tmp_path):
+    import subprocess
+    import sys
+
+    for pool, ok in (("processes", False), ("threads", True)):
+        script = tmp_path / "run.py"
+        script.write_text(
+            "from trtkit.tasks.detection import Detector\n"
+            "class Mine(Detector):\n    pass\n"
+            "if __name__ == '__main__':\n"
+            f"    task = Mine.from_path({str(asset_model('yolov8n'))!r})\n"
+            f"    print('streamed', sum(1 for _ in task.stream(iter({images[:3]!r}), batch_size=2, workers=2, pool={pool!r})))\n"
+        )
         r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-        if guarded or pool == "'auto'":
+        if ok:
             assert r.returncode == 0 and "streamed 3" in r.stdout, r.stderr
         else:
-            assert r.returncode == 1 and "main script's top level" in r.stderr and "__main__" in r.stderr, r.stderr
-            assert r.stderr.count("Traceback") == 1  # the one error, not one from every worker
+            assert r.returncode == 1 and "uses Mine, defined in the main script or a notebook" in r.stderr, r.stderr
+            assert "--pool threads" in r.stderr
+
+
+def test_a_stream_of_a_task_closed_before_its_first_result_starts_nothing(assets, images):
+    task = Detector.from_path(asset_model("yolov8n"))
+    predictions = task.stream(images, batch_size=2, workers=2, pool="processes")
+    task.close()
+    with pytest.raises(TaskError, match="used after close"):
+        next(predictions)
+    assert "_stream_workers" not in task.__dict__ and not _stream_threads()
+
+
+class _BadBox(Exception):
+    """An exception pickle cannot rebuild (a keyword-only argument)."""
+
+    def __init__(self, message, *, index):
+        super().__init__(message)
+        self.index = index
+
+
+class _FailsUnpicklably(Detector):
+    def postprocess(self, outputs, meta):
+        if meta.width == 120:
+            raise _BadBox("bad box on the 120 px image", index=2)
+        return super().postprocess(outputs, meta)
+
+
+def test_an_exception_pickle_cannot_rebuild_still_arrives_and_keeps_the_pool(assets):
+    frames = [np.full((96, w, 3), 100, np.uint8) for w in (100, 110, 120, 130)]
+    with _FailsUnpicklably.from_path(asset_model("yolov8n")) as task:
+        options = StreamOptions(batch_size=4, workers=2, pool="processes")
+        with pytest.raises(TaskError, match=r"_BadBox: bad box on the 120 px image \(raised in a stream worker process\)") as info:
+            list(stream_predictions(task, frames, options=options))
+        assert "Traceback" in str(info.value.__cause__)  # the worker's own traceback comes along
+        assert not task.__dict__["_stream_workers"].broken
+        assert len(list(stream_predictions(task, frames[:2], options=options))) == 2
 
 
 class _FailsAt120(Detector):

@@ -15,37 +15,41 @@ the pipes: paths (or the caller's arrays), and each image's ``meta``.
 
 What runs in a worker is a copy of the task without its backend (:func:`host_copy`): the
 backend holds GPU memory and sessions that cannot cross a process boundary, and preprocess
-only reads the model's input specs. Workers are started with ``spawn`` (a fork of a process
-holding a CUDA context and the ORT/TensorRT thread pools is not safe), once per task and
-kept until ``task.close()``: spawning 16 workers costs about a second.
+only reads the model's input specs; it travels with every chunk (:class:`StagesRef`, a few KB),
+so a task changed between streams is never run with its old settings. Workers are started with
+``spawn`` (a fork of a process holding a CUDA context and the ORT/TensorRT thread pools is not
+safe), all at once, without the parent's main script (:func:`_main_not_imported`), once per
+task and kept until ``task.close()``: spawning 16 workers costs about a second. When a stream
+ends, every worker closes the blocks it opened, so an idle pool holds no memory.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import hashlib
+import io
 import os
 import pickle
 import queue
 import signal
-import sys
 import threading
+import traceback
+import types
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
+from multiprocessing import spawn as mp_spawn
 from multiprocessing.shared_memory import SharedMemory
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, cast
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import numpy as np
 
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ..spec import TensorSpec
 
-__all__ = ["POOLS", "ModelFacts", "SharedArray", "share_arrays", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "StagesRef", "WorkerProcesses", "acquire_workers", "release_workers",
-           "main_script_reruns"]
+__all__ = ["POOLS", "ModelFacts", "SharedArray", "share_arrays", "host_copy", "probe_feeds", "shm_free_bytes", "SharedBatchRing", "StagesRef", "WorkerProcesses", "acquire_workers", "release_workers"]
 
 POOLS = ("auto", "threads", "processes")
 
@@ -84,44 +88,6 @@ def probe_feeds(prepare: Callable[[Any], tuple[Any, Mapping[str, np.ndarray], An
     if found[0] != found[1] or any(len(s) == 0 or s[0] != 1 for _, s in found[0].values()):
         return None
     return {name: (dt, shape[1:]) for name, (dt, shape) in found[0].items()}
-
-
-def main_script_reruns() -> bool:
-    """True when this call comes from the main script's top level outside ``if __name__ == "__main__":``.
-    Spawned workers import the main script again (as ``__mp_main__``), which would run that code again
-    in every worker: load the model, stream, and fail. ``python -m pkg`` (a ``__main__`` module) and
-    interactive sessions are not imported again."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if main is None or (spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__"))):
-        return False
-    path = getattr(main, "__file__", None)
-    if path is None:
-        return False
-    frame = sys._getframe(1)
-    while frame is not None and not (frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>"):
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return False  # not run by the main script's top level (a function it calls under the guard, a thread...)
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return False  # cannot tell; spawn itself reports a missing guard if there is one
-    line = frame.f_lineno
-    for node in tree.body:
-        if node.lineno <= line <= (node.end_lineno or node.lineno):
-            return not _is_main_guard(node)
-    return True
-
-
-def _is_main_guard(node: ast.stmt) -> bool:
-    """``if __name__ == "__main__":`` (either side)."""
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.comparators) != 1:
-        return False
-    sides = [node.test.left, node.test.comparators[0]]
-    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
-    consts = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
-    return isinstance(node.test.ops[0], ast.Eq) and len(names) == 1 and len(consts) == 1
 
 
 def shm_free_bytes() -> int | None:
@@ -285,8 +251,51 @@ class StagesRef:
 
     @classmethod
     def of(cls, stages: Any) -> "StagesRef":
-        blob = pickle.dumps(stages)
+        """Raises TaskError when the stages cannot reach a worker: an object pickle cannot send, or one
+        whose class lives in the main script or a notebook (``__main__``), which the workers do not import."""
+        buffer = io.BytesIO()
+        finder = _MainFinder(buffer)
+        try:
+            finder.dump(stages)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # what pickle raises for what it cannot send
+            raise TaskError(f"the task cannot be sent to worker processes ({exc}); define its class at a module's top level") from None
+        if finder.found:
+            raise TaskError(
+                f"the task uses {finder.found}, defined in the main script or a notebook, which worker processes do not "
+                "import; define it in a module"
+            )
+        blob = buffer.getvalue()
         return cls(hashlib.sha256(blob).hexdigest(), blob)
+
+
+class _MainFinder(pickle.Pickler):
+    """A pickler that notes any object whose class (or itself, a class or function) belongs to ``__main__``."""
+
+    found = ""
+
+    def persistent_id(self, obj: Any) -> None:
+        owner = obj if isinstance(obj, (type, types.FunctionType)) else type(obj)
+        if getattr(owner, "__module__", None) == "__main__" and not self.found:
+            self.found = f"{getattr(owner, '__qualname__', owner)!s}"
+        return None
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a stream worker process (set as its ``__cause__``)."""
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.args[0]}\"\"\""
+
+
+def portable(exc: BaseException) -> tuple[BaseException, str]:
+    """``exc`` as it can cross back to the parent, and its traceback text: an exception pickle cannot
+    rebuild (e.g. one with keyword-only arguments) would otherwise break the whole pool."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # any failure to rebuild it: send what it said instead
+        return TaskError(f"{type(exc).__name__}: {exc} (raised in a stream worker process)"), text
+    return exc, text
 
 
 def _stages(ref: StagesRef) -> Any:
@@ -295,6 +304,15 @@ def _stages(ref: StagesRef) -> Any:
         stages = pickle.loads(ref.blob)
         _worker["stages"] = (ref.key, stages)
     return stages
+
+
+def _started() -> bool:
+    """Submitted once per worker when a pool starts: returns once all of them are up."""
+    try:
+        _worker["barrier"].wait(timeout=_START_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        return False
+    return True
 
 
 def forget_all() -> bool:
@@ -356,7 +374,7 @@ def _check_generation(generation: tuple[str, ...]) -> None:
 def finish_chunk(ref: StagesRef, generation: tuple[str, ...], desc: Sequence[tuple[str, str, str, tuple[int, ...]]], count: int, rows: Sequence[tuple[int, Any]]) -> list[tuple[bool, Any]]:
     """Postprocess ``rows`` ((row, meta) pairs) of a batch's outputs, which the parent copied into the
     shared blocks ``desc`` names (``count`` rows); returns ``(True, result)`` (small, pickled back) or
-    ``(False, the exception)`` per row."""
+    ``(False, (the exception, its traceback text))`` per row."""
     _check_generation(generation)
     stages = _stages(ref)
     outputs = {name: _block(block, dtype, shape)[:count] for name, block, dtype, shape in desc}
@@ -366,7 +384,7 @@ def finish_chunk(ref: StagesRef, generation: tuple[str, ...], desc: Sequence[tup
         try:
             results.append((True, stages.finish(per_image[row], meta)))
         except Exception as exc:  # raised in the parent when the stream reaches this image, as with threads
-            results.append((False, exc))
+            results.append((False, portable(exc)))
     return results
 
 
@@ -394,6 +412,8 @@ def prepare_chunk(ref: StagesRef, generation: tuple[str, ...], desc: Sequence[tu
         except TrtkitError as exc:
             out.append((False, str(exc), None))
             continue
+        except Exception as exc:  # stops the stream, as with threads; sent so that the parent can rebuild it
+            raise portable(exc)[0] from None
         out.append((True, meta, rgb if keep else None))
     return out
 
@@ -403,13 +423,30 @@ def prepare_chunk(ref: StagesRef, generation: tuple[str, ...], desc: Sequence[tu
 class WorkerProcesses:
     """``count`` worker processes that run a task's load + preprocess and postprocess (see the
     module docstring; each chunk names its stages with a :class:`StagesRef`). Owned by the task
-    (``task.close()`` stops them); ``close()`` is idempotent. ``users`` counts the streams running on them."""
+    (``task.close()`` stops them); ``close()`` is idempotent. ``users`` counts the streams on them.
+
+    All ``count`` start at once, without the parent's main script (:func:`_main_not_imported`)."""
 
     def __init__(self, *, count: int) -> None:
         self.count, self.users = count, 0
         context = get_context("spawn")
         self._barrier = context.Barrier(count)
         self._executor = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=_init_worker, initargs=(self._barrier,))
+        try:
+            with _main_not_imported():  # the executor spawns a process per submit while none is idle
+                started = [self._executor.submit(_started) for _ in range(count)]
+            wait(started, timeout=_START_TIMEOUT_S)
+            if not all(f.done() and not f.exception() and f.result() for f in started):
+                raise TaskError(
+                    f"{count} stream worker processes did not all start within {_START_TIMEOUT_S:.0f} s; "
+                    "lower --workers, or stream with pool='threads' (--pool threads)"
+                )
+        except BrokenProcessPool as exc:
+            self.close()
+            raise broken(exc) from exc
+        except BaseException:
+            self.close()
+            raise
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
         """Run ``prepare_chunk`` or ``finish_chunk`` in a worker."""
@@ -421,8 +458,12 @@ class WorkerProcesses:
             raise TaskError(f"the task was closed while a stream was running ({exc}); close it after the stream ends") from None
 
     def forget(self) -> None:
-        """Have every worker drop the blocks of the streams that ran (none may be running)."""
-        futures = [self._executor.submit(forget_all) for _ in range(self.count)]
+        """Have every worker drop the blocks of the streams that ran (a stream may start meanwhile: its
+        workers open its blocks again). A pool already stopped or broken has nothing to drop."""
+        try:
+            futures = [self._executor.submit(forget_all) for _ in range(self.count)]
+        except (RuntimeError, BrokenProcessPool):
+            return
         wait(futures)
         self._barrier.reset()
 
@@ -434,12 +475,41 @@ class WorkerProcesses:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+_START_TIMEOUT_S = 120.0  # spawning 16 workers took about 1.4 s on the H200; a loaded machine takes longer
+_spawn_lock = threading.Lock()
+
+
+@contextmanager
+def _main_not_imported() -> Iterator[None]:
+    """While our worker processes start, leave the parent's main script out of what spawn gives them.
+
+    spawn imports the main script again in each child (as ``__mp_main__``) so that pickled references
+    to ``__main__`` resolve. Our workers need only trtkit and the task's own module (stages that use
+    ``__main__`` are refused first, :meth:`StagesRef.of`), and a script that loads models, streams or
+    starts a server at its top level, without ``if __name__ == "__main__":``, would do it all again in
+    every worker. The standard library has no option for this, so its hook is swapped, under a lock,
+    only while our workers start; all of them start then (none is started later)."""
+    real = mp_spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = real(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _spawn_lock:
+        mp_spawn.get_preparation_data = without_main
+        try:
+            yield
+        finally:
+            mp_spawn.get_preparation_data = real
+
+
 def broken(exc: BaseException) -> TaskError:
     """The error for a worker process that died or could not start."""
     return TaskError(
-        f"a stream worker process died or could not start ({exc}). A script that streams with worker "
-        "processes must start its work under `if __name__ == \"__main__\":` (they are started with spawn, "
-        "which imports the main script again); or stream with pool='threads' (--pool threads)"
+        f"a stream worker process died or could not start ({exc}); if the machine ran out of memory, lower "
+        "--workers or --batch, or stream with pool='threads' (--pool threads)"
     )
 
 
@@ -451,6 +521,8 @@ def acquire_workers(task: Any, *, count: int) -> WorkerProcesses:
     ``task.close()``) when they have ``count`` workers or no other stream uses them; else new ones,
     for this stream only. Give them back with :func:`release_workers`."""
     with _pools_lock:
+        if getattr(task, "_closed", False):
+            raise TaskError(f"{type(task).__name__} was closed before its stream started; create a new one")
         held: WorkerProcesses | None = task.__dict__.get("_stream_workers")
         if held is not None and not held.users and (held.broken or held.count != count):
             held.close()
@@ -467,14 +539,17 @@ def acquire_workers(task: Any, *, count: int) -> WorkerProcesses:
 
 
 def release_workers(task: Any, pool: WorkerProcesses) -> None:
-    """A stream is done with ``pool``: the task's own pool drops that stream's memory when no stream
-    uses it any more; a pool made for one stream only is stopped."""
+    """A stream is done with ``pool``. The last stream on the task's own pool has its workers drop the
+    blocks they opened (still counted as a user meanwhile, so nothing closes the pool under it); a pool
+    made for one stream only is stopped."""
+    with _pools_lock:
+        own = task.__dict__.get("_stream_workers") is pool
+        last = pool.users == 1
+    if own and last and not pool.broken:
+        pool.forget()
     with _pools_lock:
         pool.users -= 1
-        own = task.__dict__.get("_stream_workers") is pool
         idle = pool.users == 0
-    if not own:
-        if idle:
-            pool.close()
-    elif idle and not pool.broken:
-        pool.forget()
+        own = task.__dict__.get("_stream_workers") is pool
+    if idle and not own:
+        pool.close()

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pickle
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -54,7 +53,7 @@ import numpy as np
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
 from .stream_workers import (
-    POOLS, SharedBatchRing, StagesRef, acquire_workers, broken, finish_chunk, host_copy, main_script_reruns, prepare_chunk,
+    POOLS, SharedBatchRing, StagesRef, WorkerTraceback, acquire_workers, broken, finish_chunk, host_copy, prepare_chunk,
     probe_feeds, release_workers, share_arrays, shm_free_bytes,
 )
 
@@ -508,6 +507,14 @@ class _Engine:
         self.batch = batch
         workers = opts.worker_count
         self.procs = self._worker_processes(workers)
+        try:
+            self._make_stages(workers)
+        except BaseException:  # e.g. Ctrl-C right after the worker processes were acquired
+            self._release_processes()
+            raise
+
+    def _make_stages(self, workers: int) -> None:
+        opts, batch = self.options, self.batch
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trtkit-stream")
         # bounded queues: prepared images (a window the workers fill ahead), batches in flight, finished results
         self.prepared: queue.Queue[Any] = queue.Queue(maxsize=max(2 * workers, batch * (opts.depth + 1)))
@@ -533,7 +540,7 @@ class _Engine:
             return None
         if pool == "auto":
             short = isinstance(self.images, Sized) and len(self.images) < AUTO_PROCESSES_MIN_IMAGES
-            if short or not (self.stages.pinned and workers >= 4) or main_script_reruns():
+            if short or not (self.stages.pinned and workers >= 4):
                 return None  # processes pay off for a GPU backend (the CPU is free for them) on long inputs
         try:
             return self._start_processes(workers)
@@ -541,16 +548,15 @@ class _Engine:
             if pool == "processes":
                 raise
             return None  # auto: whatever stands in the way of processes, threads still work
+        except Exception as exc:  # e.g. the task's preprocess refusing the probe image, no POSIX semaphores
+            if pool == "processes":
+                raise TaskError(self._refusal(f"{type(exc).__name__}: {exc}")) from exc
+            return None
 
     def _refusal(self, reason: str) -> str:
         return f"stream pool='processes' (--pool processes) cannot run here: {reason}; use --pool threads"
 
     def _start_processes(self, workers: int) -> "_Processes":
-        if main_script_reruns():
-            raise TaskError(self._refusal(
-                "it is called from the main script's top level, which each worker process would run again "
-                "(they are started with spawn); move the work under `if __name__ == \"__main__\":`"
-            ))
         host = self.stages.host_stages()
         if host is None:
             raise TaskError(self._refusal("this front end prepares or finishes on the GPU (e.g. preprocessing in the graph)"))
@@ -569,10 +575,8 @@ class _Engine:
             ))
         try:
             ref = StagesRef.of(host)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # what pickle raises for what it cannot send
-            raise TaskError(self._refusal(
-                f"the task cannot be sent to worker processes ({exc}); define its class at a module's top level"
-            )) from None
+        except TaskError as exc:
+            raise TaskError(self._refusal(str(exc))) from None
         ring = SharedBatchRing(count, batch=self.batch, feeds=feeds, pinned=self.stages.pinned)
         try:
             task = self.stages.task
@@ -580,6 +584,17 @@ class _Engine:
         except BaseException:
             ring.close()
             raise
+
+    def _release_processes(self) -> None:
+        """Remove the shared blocks and give the worker processes back (they drop what they opened)."""
+        procs, self.procs = self.procs, None
+        if procs is None:
+            return
+        procs.settle(list(procs.finishing))  # workers still reading output slots
+        procs.ring.close()
+        if isinstance(procs.outputs, SharedBatchRing):
+            procs.outputs.close()
+        release_workers(procs.task, procs.workers)
 
     # -- queue helpers that give up when the stream is stopped
     def _put(self, q: "queue.Queue[Any]", item: Any) -> None:
@@ -608,7 +623,8 @@ class _Engine:
             return result
         ok, value = result[entry.pick]
         if not ok:
-            raise value
+            error, text = value
+            raise error from WorkerTraceback(text)
         return value
 
     def _wait(self, future: "Future[Any] | _Pending") -> Any:
@@ -793,8 +809,8 @@ class _Engine:
         count = len(group)
         if procs.outputs is None:
             shapes = {n: (np.asarray(a).dtype, tuple(np.asarray(a).shape[1:])) for n, a in outputs.items()}
-            if not all(np.asarray(a).ndim and np.asarray(a).shape[0] == count for a in outputs.values()):
-                procs.outputs = False
+            if not all(np.asarray(a).ndim and np.asarray(a).shape[0] == count and np.asarray(a).dtype.kind in "biufc" for a in outputs.values()):
+                procs.outputs = False  # batch not on axis 0, or objects/strings: threads postprocess
             else:
                 procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=False)
         if not isinstance(procs.outputs, SharedBatchRing):
@@ -827,9 +843,9 @@ class _Engine:
 
     # -- the consumer (the caller's thread)
     def run(self) -> Generator[Prediction, None, None]:
-        for t in self.threads:
-            t.start()
         try:
+            for t in self.threads:
+                t.start()
             while True:
                 entry = self._get(self.ordered)
                 if isinstance(entry, _Failure):
@@ -862,12 +878,7 @@ class _Engine:
                 if isinstance(item, tuple):
                     self.procs.settle([f for _, f in item[2]])
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.procs is not None:
-            self.procs.settle(list(self.procs.finishing))  # workers still reading output slots
-            self.procs.ring.close()
-            if isinstance(self.procs.outputs, SharedBatchRing):
-                self.procs.outputs.close()
-            release_workers(self.procs.task, self.procs.workers)  # and they drop the blocks they opened
+        self._release_processes()
         self.stages.close()
 
 
@@ -886,4 +897,6 @@ def stream_predictions(task: Any, images: Iterable[Any], *, options: StreamOptio
 def _run(task: Any, images: Iterable[Any], options: StreamOptions) -> Generator[Prediction, None, None]:
     # A generator: nothing (threads, worker processes, shared memory) is set up until the first result is asked for,
     # so a stream that is never iterated holds nothing.
+    if getattr(task, "_closed", False):  # closed between stream() and the first result
+        raise TaskError(f"{type(task).__name__} was used after close(); create a new one")
     yield from _Engine(stages_for(task, depth=options.depth), options, images).run()
