@@ -10,8 +10,9 @@ runs the model several times faster. In worker processes each has its own GIL.
 Why shared memory: a preprocessed 640x640 float32 image is 4.9 MB; pickling it back to the
 parent would cost more than preparing it. Each worker writes its rows into the batch buffer
 itself (:class:`SharedBatchRing`), and for GPU backends the parent page-locks those buffers
-(``cudaHostRegister``), so the backend uploads them without staging. Only small things cross
-the pipes: paths (or the caller's arrays), and each image's ``meta``.
+(``cudaHostRegister``), so the backend uploads them without staging. The caller's arrays go
+the same way (a per-slot arena); only small things cross the pipes: paths, each image's
+``meta``, the results.
 
 What runs in a worker is a copy of the task without its backend (:func:`host_copy`): the
 backend holds GPU memory and sessions that cannot cross a process boundary, and preprocess
@@ -135,7 +136,7 @@ class SharedArray:
     shape: tuple[int, ...]
 
 
-def share_arrays(slot: _Slot, items: list[Any], unwrap: Callable[[Any], Any], rewrap: Callable[[Any, Any], Any]) -> bool:
+def share_arrays(slot: _Slot, items: list[Any], *, unwrap: Callable[[Any], Any], rewrap: Callable[[Any, Any], Any]) -> bool:
     """Copy the numeric arrays among ``items`` (``unwrap(item)`` gives an item's array or None) into
     ``slot``'s arena and replace them with ``rewrap(item, SharedArray)``; True when the arena was made anew."""
     arrays = [(i, a) for i, a in ((i, unwrap(item)) for i, item in enumerate(items)) if isinstance(a, np.ndarray) and a.dtype.kind in "biuf"]
