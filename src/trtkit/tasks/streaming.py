@@ -5,8 +5,8 @@ which also yields each image's source and pixels) runs four stages at once::
 
     feeder thread   iterates the input, submits load + preprocess of each image to the workers
                     (with worker processes: a batch slot at a time, in chunks)
-    workers (N)     decode (cv2) + preprocess each image (threads or processes); postprocess
-                    each image (threads)
+    workers (N)     decode (cv2) + preprocess each image; later, postprocess each image
+                    (threads, or processes: see below)
     batcher thread  takes prepared images in input order, copies them into a batch buffer
                     (page-locked memory for GPU backends, so the backend uploads it without
                     staging), starts the inference (``backend.submit`` on GPU backends: upload,
@@ -27,8 +27,10 @@ calls: about 1.2 ms of GIL-held time per image for YOLOv8n at 640, a ceiling nea
 images/s per process. Past that, ``pool="processes"`` decodes and preprocesses in worker
 processes (:mod:`trtkit.tasks.stream_workers`): the feeder hands each batch slot (shared
 memory, page-locked for GPU backends) to the workers in chunks, they write their rows and
-send back only each image's ``meta``; postprocessing stays in threads. ``pool="auto"``
-picks processes for long inputs on a GPU backend with at least 4 workers.
+send back only each image's ``meta``; after inference the outputs are copied into shared
+output slots and the workers postprocess them (threads do, for outputs whose per-image shape
+changes, e.g. data-dependent NMS results). ``pool="auto"`` picks processes for long inputs on
+a GPU backend with at least 4 workers.
 ``benchmarks/pipelines.py`` measures both ("stream" and "stream/proc" columns).
 
 **Errors.** An image that cannot be read or used (missing, unreadable, zero-size, wrong
@@ -176,7 +178,7 @@ def load_rgb(item: Any) -> np.ndarray:
     """The RGB pixels of one input: an array, a path, a :class:`Frame`; a :class:`BadInput` raises its message."""
     if isinstance(item, BadInput):
         raise TaskError(item.message)
-    return as_rgb(item.image if isinstance(item, Frame) else item)
+    return as_rgb(_frame_pixels(item))
 
 
 class HostStages:
@@ -428,6 +430,8 @@ class _Processes:
     task: Any  # whose workers they are
     stages: StagesRef  # what the workers run, sent with every chunk
     outputs: "SharedBatchRing | bool | None" = None  # slots for batch outputs, made at the first batch (False: threads postprocess)
+    _finishing: set["Future[Any]"] = field(default_factory=set)  # postprocess chunks not done yet
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # done callbacks run on the executor's thread
 
     @property
     def generation(self) -> tuple[str, ...]:
@@ -435,11 +439,18 @@ class _Processes:
         appear as it runs); a worker closes blocks not named here, those of earlier streams."""
         return self.ring.names + (self.outputs.names if isinstance(self.outputs, SharedBatchRing) else ())
 
-    finishing: set["Future[Any]"] = field(default_factory=set)  # postprocess chunks not done yet
-
     def track(self, future: "Future[Any]") -> None:
-        self.finishing.add(future)
-        future.add_done_callback(self.finishing.discard)
+        with self._lock:
+            self._finishing.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: "Future[Any]") -> None:
+        with self._lock:
+            self._finishing.discard(future)
+
+    def finishing(self) -> list["Future[Any]"]:
+        with self._lock:
+            return list(self._finishing)
 
     @staticmethod
     def settle(futures: Sequence["Future[Any]"]) -> None:
@@ -590,7 +601,7 @@ class _Engine:
         procs, self.procs = self.procs, None
         if procs is None:
             return
-        procs.settle(list(procs.finishing))  # workers still reading output slots
+        procs.settle(procs.finishing())  # workers still reading output slots
         procs.ring.close()
         if isinstance(procs.outputs, SharedBatchRing):
             procs.outputs.close()
