@@ -136,15 +136,14 @@ class SharedArray:
     shape: tuple[int, ...]
 
 
-def share_arrays(slot: _Slot, items: list[Any], *, unwrap: Callable[[Any], Any], rewrap: Callable[[Any, Any], Any]) -> bool:
+def share_arrays(slot: _Slot, items: list[Any], *, unwrap: Callable[[Any], Any], rewrap: Callable[[Any, Any], Any]) -> None:
     """Copy the numeric arrays among ``items`` (``unwrap(item)`` gives an item's array or None) into
-    ``slot``'s arena and replace them with ``rewrap(item, SharedArray)``; True when the arena was made anew."""
+    ``slot``'s arena (grown when too small) and replace them with ``rewrap(item, SharedArray)``."""
     arrays = [(i, a) for i, a in ((i, unwrap(item)) for i, item in enumerate(items)) if isinstance(a, np.ndarray) and a.dtype.kind in "biuf"]
     need = sum(-(-a.nbytes // 64) * 64 for _, a in arrays)  # 64-byte aligned
     if not need:
-        return False
-    renewed = slot.arena is None or slot.arena.size < need
-    if renewed:
+        return
+    if slot.arena is None or slot.arena.size < need:
         _drop(slot.arena)
         slot.arena = create_block(max(need, 2 * slot.arena.size if slot.arena is not None else need))
     arena = cast(SharedMemory, slot.arena)
@@ -153,7 +152,6 @@ def share_arrays(slot: _Slot, items: list[Any], *, unwrap: Callable[[Any], Any],
         np.copyto(np.ndarray(a.shape, a.dtype, buffer=arena.buf, offset=offset), a)
         items[i] = rewrap(items[i], SharedArray(arena.name, offset, a.dtype.str, a.shape))
         offset += -(-a.nbytes // 64) * 64
-    return renewed
 
 
 def _drop(shm: SharedMemory | None) -> None:
@@ -186,7 +184,7 @@ class SharedBatchRing:
                     shm = create_block(nbytes)
                     array: np.ndarray = np.ndarray(full, dtype, buffer=shm.buf)
                     blocks[name] = (shm, array, None)
-                    if pinned:
+                    if pinned:  # imported only for a GPU backend, which has loaded CUDA already
                         from ..backends.cuda import HostRegistration
 
                         blocks[name] = (shm, array, HostRegistration(array.ctypes.data, nbytes))
@@ -328,22 +326,28 @@ def forget_all() -> bool:
     return True
 
 
-def _block(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _attached(name: str) -> np.ndarray:
+    """The bytes of shared block ``name``, opened once per worker (closed by :func:`_forget_blocks`)."""
     blocks: dict[str, tuple[SharedMemory, np.ndarray]] = _worker["blocks"]
     if name not in blocks:
         shm = SharedMemory(name=name)
-        blocks[name] = (shm, np.ndarray(shape, np.dtype(dtype), buffer=shm.buf))
+        blocks[name] = (shm, np.ndarray((shm.size,), np.uint8, buffer=shm.buf))
     return blocks[name][1]
+
+
+def _view(name: str, offset: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return _attached(name)[offset : offset + nbytes].view(np.dtype(dtype)).reshape(shape)
+
+
+def _block(name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A batch block (a slot's input, or output) as its array."""
+    return _view(name, 0, dtype, shape)
 
 
 def shared_view(ref: SharedArray) -> np.ndarray:
     """In a worker: the array ``ref`` names, read in place from its arena."""
-    blocks: dict[str, tuple[SharedMemory, np.ndarray]] = _worker["blocks"]
-    if ref.block not in blocks:
-        shm = SharedMemory(name=ref.block)
-        blocks[ref.block] = (shm, np.ndarray((shm.size,), np.uint8, buffer=shm.buf))
-    nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
-    return blocks[ref.block][1][ref.offset : ref.offset + nbytes].view(np.dtype(ref.dtype)).reshape(ref.shape)
+    return _view(ref.block, ref.offset, ref.dtype, ref.shape)
 
 
 def _resolve(item: Any) -> Any:

@@ -705,16 +705,19 @@ class _Engine:
             procs.ring.give(slot)
             raise
 
+    def _take(self, q: "queue.Queue[Any]", out: "queue.Queue[Any]") -> Any:
+        """The next item of ``q``; _END once the end was passed on to ``out``; a stage's failure is raised."""
+        item = self._get(q)
+        if isinstance(item, _Failure):
+            raise item.error
+        if item is _END:
+            self._put(out, _END)
+        return item
+
     def _batch_groups(self) -> None:
         """Wait for each prepared slot, mark its failed images, and start its inference."""
         procs = cast(_Processes, self.procs)
-        while True:
-            item = self._get(self.prepared)
-            if isinstance(item, _Failure):
-                raise item.error
-            if item is _END:
-                self._put(self.batches, _END)
-                return
+        while (item := self._take(self.prepared, self.batches)) is not _END:
             entries, slot, chunks = item
             try:
                 for start, future in chunks:
@@ -792,13 +795,7 @@ class _Engine:
 
     # -- finisher thread
     def _finish_loop(self) -> None:
-        while True:
-            item = self._get(self.batches)
-            if isinstance(item, _Failure):
-                raise item.error
-            if item is _END:
-                self._put(self.ordered, _END)
-                return
+        while (item := self._take(self.batches, self.ordered)) is not _END:
             group, pending = item
             if self.procs is not None and pending is not None and pending.stacked and self._finish_in_workers(group, pending):
                 for e in group:
@@ -816,22 +813,20 @@ class _Engine:
         a chunk per worker; False (nothing done) when the outputs do not fit the slots (their
         per-image shape changed, e.g. a data-dependent output): then threads postprocess this batch."""
         procs = cast(_Processes, self.procs)
-        outputs = pending.raw()[0]
+        outputs = {n: np.asarray(a) for n, a in pending.raw()[0].items()}
         count = len(group)
         if procs.outputs is None:
-            shapes = {n: (np.asarray(a).dtype, tuple(np.asarray(a).shape[1:])) for n, a in outputs.items()}
-            if not all(np.asarray(a).ndim and np.asarray(a).shape[0] == count and np.asarray(a).dtype.kind in "biufc" for a in outputs.values()):
-                procs.outputs = False  # batch not on axis 0, or objects/strings: threads postprocess
-            else:
+            if all(a.ndim and a.shape[0] == count and a.dtype.kind in "biufc" for a in outputs.values()):
+                shapes = {n: (a.dtype, tuple(a.shape[1:])) for n, a in outputs.items()}
                 procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=False)
+            else:
+                procs.outputs = False  # batch not on axis 0, or objects/strings: threads postprocess
         if not isinstance(procs.outputs, SharedBatchRing):
             return False
         ring = procs.outputs
         slot = self._get(ring.free)
         views = ring.views(slot, count)
-        if set(views) != set(outputs) or any(
-            np.asarray(outputs[n]).shape != views[n].shape or np.asarray(outputs[n]).dtype != views[n].dtype for n in views
-        ):
+        if set(views) != set(outputs) or any(outputs[n].shape != v.shape or outputs[n].dtype != v.dtype for n, v in views.items()):
             ring.give(slot)
             return False
         for name, view in views.items():
