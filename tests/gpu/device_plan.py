@@ -129,18 +129,21 @@ def calls(*, prebuild: str = "suite,bench,nms,pipelines", budget: int = 900) -> 
         cmd = f"mkdir -p /tmp/stash && cp .devpack/c{i:02d}/* /tmp/stash/ && ls /tmp/stash | wc -l"
         first = " ".join(name for name in FIRST if name in meta.get("packed", FIRST))
         no_engine_tests = ("timeout 400 python3 -m pytest tests/gpu/test_cuda_gpu.py tests/gpu/test_ort_cuda_gpu.py "
-                           "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild.log")
+                           "tests/gpu/test_bench_gpu.py -q -rs -p no:cacheprovider 2>&1 | tail -30; cat /tmp/prebuild-*.log")
         if i == meta["first_done"]:  # TensorRT, bindings, assets, wheels complete: unpack, start the builds
-            cmd += (f" && bash tests/gpu/device_unpack.sh {first} && {ENV} && nvidia-smi -L && "
-                    f"(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget {budget} --only {prebuild} > /tmp/prebuild.log 2>&1 < /dev/null &) && "
-                    "sleep 20; cat /tmp/prebuild.log")  # its own session: it outlives this call
+            # one background process per '+'-separated set, each in its own session (it outlives this call)
+            starts = " && ".join(
+                f"(setsid nohup python3 -m tests.gpu.prebuild --jobs 1 --budget {budget} --only {groups} "
+                f"> /tmp/prebuild-{k}.log 2>&1 < /dev/null &)" for k, groups in enumerate(prebuild.split("+")))
+            cmd += (f" && bash tests/gpu/device_unpack.sh {first} && {ENV} && nvidia-smi -L && {starts} && "
+                    "sleep 20; cat /tmp/prebuild-*.log")
             if i == meta["calls"] - 1:  # no onnxruntime-gpu packed: the engine-free tests run here (ORT-CUDA ones skip)
                 cmd += "; " + no_engine_tests
         elif i == meta["calls"] - 1:  # onnxruntime-gpu complete: unpack, run the tests that need no engine
             cmd += f" && bash tests/gpu/device_unpack.sh {' '.join(SECOND)} && {ENV} && " + no_engine_tests
         out.append({"carry": [f".devpack/c{i:02d}"], "command": cmd})
     # [t]: the pattern must not match this loop's own command line
-    wait = "while pgrep -f [t]ests.gpu.prebuild >/dev/null; do sleep 5; done; cat /tmp/prebuild.log"
+    wait = "while pgrep -f [t]ests.gpu.prebuild >/dev/null; do sleep 5; done; cat /tmp/prebuild-*.log"
     tiny = "sweep_engine_column or retinaface_engine_column"  # tiny constructed engines: built in the test, in seconds
     out.append({"timeout_s": 600, "command": (
         f"set -o pipefail; {ENV} && timeout 300 python3 -m pytest tests/gpu/test_nms_engine_gpu.py -q -rs -p no:cacheprovider "
@@ -171,7 +174,8 @@ def main() -> None:
     ap.add_argument("--engines", type=Path, help="engines built in an earlier session (*.plan + *.plan.json) to carry back")
     ap.add_argument("--prebuild", default="suite,bench,nms,pipelines",
                     help="engine groups tests/gpu/prebuild.py builds in the background (30 device minutes do not cover all; "
-                    "'ocr' is the PP-OCRv4 engines alone)")
+                    "'ocr' is the PP-OCRv4 engines alone, 'yolo' YOLOv8n's); '+' starts another background process, e.g. "
+                    "'ocr+yolo' (the PP-OCRv4 rec build is bound by one CPU core, so a second build beside it costs little)")
     ap.add_argument("--prebuild-budget", type=int, default=900, help="seconds the background builds may take")
     args = ap.parse_args()
     if args.sync:

@@ -95,6 +95,8 @@ JOBS = {
     "pipelines": [(_pipeline, ("detect640",))],
     "nms": [(_nms, ("yolov8n",)), (_nms, ("scrfd",))],
     "ocr": [(_suite, ("ppocr_det",)), (_suite, ("ppocr_rec",)), (_suite, ("ppocr_cls",))],
+    # YOLOv8n alone: the suite's FP32-vs-ORT engine, the pipeline benchmark's detect640 and trt_vs_ort's rows
+    "yolo": [(_suite, ("yolov8n",)), (_pipeline, ("detect640",)), (_bench, ("yolov8n", "fp32")), (_bench, ("yolov8n", "fp16"))],
 }
 
 

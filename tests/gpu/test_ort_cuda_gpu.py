@@ -65,6 +65,30 @@ def test_pipelined_infer_many_and_submit_match_sequential():
             np.testing.assert_array_equal(a["output0"], f.result()["output0"])
 
 
+def test_submit_into_writes_outputs_that_fit_in_place():
+    """submit(into=): a page-locked destination (DMA straight into it) and a pageable one (staged copy) are
+    returned as themselves, filled with the outputs infer gives; one of another shape is left alone."""
+    _cuda_ep_or_skip()
+    rng = np.random.default_rng(2)
+    x = rng.random((4, 3, 320, 320), dtype=np.float32)
+    with trtkit.load(asset_model("yolov8n"), config=RuntimeConfig(device="cuda", contexts=2)) as gpu:
+        want = gpu.infer(x)["output0"]
+        pinned = cuda.PinnedBuffer(want.nbytes)
+        try:
+            for dest in (pinned.view(want.dtype, want.shape), np.empty_like(want)):
+                dest[...] = -1
+                for _ in range(2):  # the staged pipeline (ORT's run on the compute thread), twice on the same array
+                    got = gpu.submit(x, into={"output0": dest}).result()["output0"]
+                    assert got is dest
+                    np.testing.assert_array_equal(got, want)
+            other = np.full((4, 84, 100), -1, np.float32)
+            got = gpu.submit(x, into={"output0": other}).result()["output0"]
+            assert got is not other and (other == -1).all()
+            np.testing.assert_array_equal(got, want)
+        finally:
+            pinned.close()
+
+
 def test_batch_chunking_path_equals_full_batch_on_cpu():
     _cuda_ep_or_skip()
     path = asset_model("efficientnet_lite0")
@@ -148,18 +172,16 @@ def test_stream_in_worker_processes_uploads_shared_page_locked_batches():
 
     images = sorted(str(p) for p in (Path(asset_model("yolov8n")).parents[1] / "images").iterdir())
     pinned: list[bool] = []
-    inputs: set[str] = set()
     real_views = stream_workers.SharedBatchRing.views
 
-    def checked_views(slot, count):  # records, per input batch, whether the backend gets page-locked memory
+    def checked_views(slot, count):  # records, per batch, whether the backend gets page-locked inputs and output slots
         views = real_views(slot, count)
-        pinned.extend(cuda.is_pinned(v.ctypes.data) for name, v in views.items() if name in inputs)
+        pinned.extend(cuda.is_pinned(v.ctypes.data) for v in views.values())
         return views
 
     stream_workers.SharedBatchRing.views = staticmethod(checked_views)
     try:
         with Detector.from_path(asset_model("yolov8n"), runtime=RuntimeConfig(device="cuda")) as task:
-            inputs.update(spec.name for spec in task.inputs)  # (the output slots the workers postprocess from need no lock)
             streamed = list(task.stream(iter(images * 3), batch_size=4, workers=4))  # unsized: may be long
             assert task.__dict__["_stream_workers"].count == 4  # auto chose worker processes
             expected = task.predict_batch(images * 3, batch_size=4)

@@ -303,6 +303,29 @@ def test_pipelined_infer_many_matches_infer(fp32_engines, config):
             out.close()
 
 
+def test_submit_into_on_an_engine(fp32_engines):
+    """submit(into=) on an engine: page-locked and pageable destinations come back filled as themselves;
+    a batch above the profile max (chunked on a worker) and a destination of another shape give new arrays."""
+    from trtkit.backends import cuda
+
+    feeds = _random(None, {"input": (8, 3, 224, 224)}, seed=5)
+    big = _random(None, {"input": (40, 3, 224, 224)}, seed=6)
+    with trtkit.load(fp32_engines["efficientnet_lite0"], config=CUDA) as e:
+        want, want_big = e.infer(feeds)["logits"], e.infer(big)["logits"]
+        pinned = cuda.PinnedBuffer(want.nbytes)
+        try:
+            for dest in (pinned.view(want.dtype, want.shape), np.full_like(want, -1)):
+                got = e.submit(feeds, into={"logits": dest}).result()["logits"]
+                assert got is dest
+                np.testing.assert_array_equal(got, want)
+            other = np.full((40, 1000), -1, np.float32)
+            got = e.submit(big, into={"logits": other}).result()["logits"]  # chunked: joined into a new array
+            assert got is not other and (other == -1).all()
+            np.testing.assert_array_equal(got, want_big)
+        finally:
+            pinned.close()
+
+
 def test_data_dependent_output_through_the_pipeline(tmp_path):
     """Each slot gets its own data-dependent output (TensorRT's allocator asks per run): counts differ per batch."""
     engine = build_engine(_nonzero_model(tmp_path / "nz.onnx"), "nonzero")

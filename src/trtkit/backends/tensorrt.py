@@ -296,9 +296,10 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         """A batch no profile takes is chunked by ``_infer_prepared``, on a worker thread, not by the pipeline."""
         return choose_profile(self._profiles, _shapes(feeds), prefer=0) is not None
 
-    def _infer_prepared(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    def _infer_prepared(self, feeds: Mapping[str, Any], into: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
         if self._pipelinable(feeds):  # one profile takes the whole batch
-            return super()._infer_prepared(feeds)
+            return super()._infer_prepared(feeds, into)
+        # chunked: the chunks' outputs are joined into new arrays (``into`` is a hint, see submit)
         shapes = _shapes(feeds)
         size = chunk_size(self._profiles, shapes)
         if size is None:

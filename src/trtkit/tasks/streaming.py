@@ -41,6 +41,7 @@ with that one error, since it would repeat for every image.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import queue
@@ -335,14 +336,16 @@ class BatchStages:
             self._ring.give(buffers)
             raise
 
-    def start_stacked(self, stacked: Mapping[str, np.ndarray], count: int, *, release: Callable[[], None]) -> "_Pending":
+    def start_stacked(self, stacked: Mapping[str, np.ndarray], count: int, *, release: Callable[[], None],
+                      into: Mapping[str, np.ndarray] | None = None) -> "_Pending":
         """Start the inference of ``count`` images already stacked in ``stacked``; ``release`` is
-        called once the backend is done with those buffers (when this raises, the caller still owns them)."""
-        return _Pending([self._start(stacked)], count, release, self.split)
+        called once the backend is done with those buffers (when this raises, the caller still owns them).
+        ``into``: where a GPU backend writes the outputs that fit (``submit(into=)``)."""
+        return _Pending([self._start(stacked, into)], count, release, self.split)
 
-    def _start(self, feeds: Mapping[str, np.ndarray]) -> "Future[dict[str, Any]]":
+    def _start(self, feeds: Mapping[str, np.ndarray], into: Mapping[str, np.ndarray] | None = None) -> "Future[dict[str, Any]]":
         if self._submit is not None:
-            return self._submit(feeds)  # type: ignore[no-any-return]
+            return self._submit(feeds, into=into)  # type: ignore[no-any-return]
         done: Future[dict[str, Any]] = Future()
         done.set_result(self.backend.infer(feeds))  # the CPU backends release the GIL while they run
         return done
@@ -458,6 +461,9 @@ class _Processes:
         for f in futures:
             f.cancel()
         wait(futures)
+
+
+_OutSlot = tuple[SharedBatchRing, Any, dict[str, np.ndarray]]  # an output ring, one of its slots, that slot's views
 
 
 def _give_when_done(futures: Sequence["Future[Any]"], give: Callable[[], None]) -> None:
@@ -719,6 +725,7 @@ class _Engine:
         procs = cast(_Processes, self.procs)
         while (item := self._take(self.prepared, self.batches)) is not _END:
             entries, slot, chunks = item
+            out: _OutSlot | None = None
             try:
                 for start, future in chunks:
                     try:
@@ -735,12 +742,26 @@ class _Engine:
                     pending = None
                 else:  # failed images keep their rows (stale pixels): their outputs are skipped
                     views = procs.ring.views(slot, len(entries))
-                    pending = self.stages.start_stacked(views, len(entries), release=lambda s=slot: procs.ring.give(s))
+                    out = self._output_slot(procs, len(entries))
+                    pending = self.stages.start_stacked(views, len(entries), release=lambda s=slot: procs.ring.give(s),
+                                                        into=out[2] if out is not None else None)
             except BaseException:
                 procs.settle([f for _, f in chunks])
                 procs.ring.give(slot)
+                if out is not None:
+                    out[0].give(out[1])
                 raise
-            self._send(entries, pending)
+            self._send(entries, pending, out)
+
+    def _output_slot(self, procs: "_Processes", count: int) -> "_OutSlot | None":
+        """A shared output slot for the next batch once the first batch made the ring: the backend then
+        writes the outputs into it (straight from the GPU, the ring being page-locked), and the workers
+        postprocess them there; no batch-sized copy in this process."""
+        ring = procs.outputs
+        if not isinstance(ring, SharedBatchRing):
+            return None
+        slot = self._get(ring.free)
+        return ring, slot, ring.views(slot, count)
 
     # -- batcher thread
     def _batch_loop(self) -> None:
@@ -782,55 +803,63 @@ class _Engine:
         pending = self.stages.run([e.feeds for e in todo], self.stop) if todo else None
         for row, e in enumerate(todo):
             e.feeds, e.row = None, row  # the batch buffer holds them now
-        self._send(group, pending)
+        self._send(group, pending, None)
 
-    def _send(self, group: list[_Entry], pending: "_Pending | None") -> None:
+    def _send(self, group: list[_Entry], pending: "_Pending | None", out: "_OutSlot | None") -> None:
         """Hand a started batch to the finisher; when the stream stops first, wait until the backend is done with it."""
         try:
-            self._put(self.batches, (group, pending))
+            self._put(self.batches, (group, pending, out))
         except _Stopped:
             if pending is not None:
                 pending.settle()
+            if out is not None:
+                out[0].give(out[1])
             raise
 
     # -- finisher thread
     def _finish_loop(self) -> None:
         while (item := self._take(self.batches, self.ordered)) is not _END:
-            group, pending = item
-            if self.procs is not None and pending is not None and pending.stacked and self._finish_in_workers(group, pending):
+            group, pending, out = item
+            if self.procs is not None and pending is not None and pending.stacked and self._finish_in_workers(group, pending, out):
                 for e in group:
                     self._put(self.ordered, e)
                 continue
             per_image = self._wait(pending) if pending is not None else []
+            futures = []
             for e in group:
                 if not e.done:
                     e.finish = self.pool.submit(self.stages.finish, per_image[e.row], e.meta)
+                    futures.append(e.finish)
                     e.meta = None
                 self._put(self.ordered, e)
+            if out is not None:  # some outputs may sit in the slot: it is free once the threads are done
+                _give_when_done(futures, functools.partial(out[0].give, out[1]))
 
-    def _finish_in_workers(self, group: list[_Entry], pending: _Pending) -> bool:
-        """Copy a batch's outputs into a shared output slot and postprocess it in the worker processes,
-        a chunk per worker; False (nothing done) when the outputs do not fit the slots (their
-        per-image shape changed, e.g. a data-dependent output): then threads postprocess this batch."""
+    def _finish_in_workers(self, group: list[_Entry], pending: _Pending, out: "_OutSlot | None") -> bool:
+        """Postprocess a batch's outputs in the worker processes from a shared output slot, a chunk per
+        worker: the slot ``out`` the backend wrote them into, else a free slot they are copied into.
+        False (nothing done; ``out`` still held) when the outputs do not fit the slots (their per-image
+        shape changed, e.g. a data-dependent output): then threads postprocess this batch."""
         procs = cast(_Processes, self.procs)
         outputs = {n: np.asarray(a) for n, a in pending.raw()[0].items()}
         count = len(group)
         if procs.outputs is None:
             if all(a.ndim and a.shape[0] == count and a.dtype.kind in "biufc" for a in outputs.values()):
                 shapes = {n: (a.dtype, tuple(a.shape[1:])) for n, a in outputs.items()}
-                procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=False)
+                procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=self.stages.pinned)
             else:
                 procs.outputs = False  # batch not on axis 0, or objects/strings: threads postprocess
         if not isinstance(procs.outputs, SharedBatchRing):
             return False
-        ring = procs.outputs
-        slot = self._get(ring.free)
-        views = ring.views(slot, count)
+        ring, slot, views = out if out is not None else (procs.outputs, self._get(procs.outputs.free), None)
+        views = views if views is not None else ring.views(slot, count)
         if set(views) != set(outputs) or any(outputs[n].shape != v.shape or outputs[n].dtype != v.dtype for n, v in views.items()):
-            ring.give(slot)
+            if out is None:
+                ring.give(slot)
             return False
         for name, view in views.items():
-            np.copyto(view, outputs[name])
+            if outputs[name] is not view:  # the backend wrote it elsewhere (e.g. the first batch)
+                np.copyto(view, outputs[name])
         todo = [e for e in group if not e.done]
         step = max(1, -(-len(todo) // procs.workers.count))
         futures = []
