@@ -34,6 +34,8 @@ def engines_dir() -> Path:
 def _suite(name: str) -> str:
     from tests.gpu import test_tensorrt_gpu as suite
 
+    if name == "ppocr_rec" and suite.REC_NEEDS_CUBLAS:  # its tests skip: no 13-minute build that fails
+        return "nothing (PP-OCRv4 rec needs cuBLAS-LT on TensorRT 8.x, off here: see REC_NEEDS_CUBLAS)"
     return str(suite._Engines()[name])
 
 

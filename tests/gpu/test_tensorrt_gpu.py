@@ -30,7 +30,15 @@ from trtkit.errors import ClosedError, EngineError  # noqa: E402
 FLAVOR = trt_flavor("tensorrt")
 # The kit's cuDNN/cuBLAS are stubs, so those tactic sources must be off there; turning them off is harmless
 # elsewhere (10.x deprecates them, 11.x has none: then nothing is passed).
+# On a full TensorRT install, TRTKIT_GPU_TACTICS=default leaves the tactic sources to TensorRT.
 KIT_TACTICS = "-CUBLAS,-CUBLAS_LT,-CUDNN" if {"CUBLAS", "CUBLAS_LT", "CUDNN"} <= set(FLAVOR.tactic_sources) else None
+if os.environ.get("TRTKIT_GPU_TACTICS") == "default":
+    KIT_TACTICS = None
+# Without cuBLAS-LT, TensorRT 8.x's Myelin has no implementation for PP-OCRv4 rec's attention MatMuls: on the H200 with the
+# kit, TensorRT 8.5.3.1 failed after 789 s with "Could not find any implementation for node {ForeignNode[linear_77.w_0 ...
+# p2o.Transpose.7]}", right after "cuBLASLt error 1 querying major version" (2026-11-30). The kit's cuBLAS is a stub, so
+# there the rec engine cannot be built; its tests skip, saying so.
+REC_NEEDS_CUBLAS = KIT_TACTICS is not None and int(FLAVOR.version.split(".")[0]) < 9
 CUDA = RuntimeConfig(device="cuda")
 TOL = 1e-4  # FP32 with --noTF32 against ONNX Runtime FP32
 
@@ -55,8 +63,9 @@ MODELS = {
     "scrfd": (None, {"input.1": (1, 3, 640, 640)}),
     "efficientnet_lite0": (_profile(input=((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224))), {"input": (8, 3, 224, 224)}),
     "yolov8n": (_profile(images=((1, 3, 320, 320), (4, 3, 320, 320), (8, 3, 320, 320))), {"images": (4, 3, 320, 320)}),
-    # OCR opt shapes kept small: TensorRT 8.5 times tactics at opt, and at 640x640 the det build took 341 s.
-    "ppocr_det": (_profile(x=((1, 3, 32, 32), (1, 3, 320, 320), (1, 3, 1280, 1280))), {"x": (1, 3, 480, 640)}),
+    # OCR det: max 2016, since the OCR pipeline scales the short side to 736 and caps the long side at 2000 (multiples of
+    # 32; max 1280 refused the text image of the OCR test). TensorRT 8.5 on the H200 built it in 400 s (opt 736x736).
+    "ppocr_det": (_profile(x=((1, 3, 32, 32), (1, 3, 736, 736), (1, 3, 2016, 2016))), {"x": (1, 3, 480, 640)}),
     "ppocr_rec": (_profile(x=((1, 3, 48, 32), (1, 3, 48, 320), (8, 3, 48, 1280))), {"x": (6, 3, 48, 320)}),
     "ppocr_cls": (_profile(x=((1, 3, 48, 192), (1, 3, 48, 192), (16, 3, 48, 192))), {"x": (6, 3, 48, 192)}),
 }
@@ -66,6 +75,9 @@ class _Engines(dict):
     """FP32 --noTF32 engines of the asset models, built on first use (8.5 on the H200 takes 15 s to 6 min each)."""
 
     def __missing__(self, name: str) -> Path:
+        if name == "ppocr_rec" and REC_NEEDS_CUBLAS:
+            pytest.skip(f"PP-OCRv4 rec needs the cuBLAS-LT tactic source on TensorRT {FLAVOR.version}, which is off here "
+                        "(the kit's cuBLAS is a stub); on a full install set TRTKIT_GPU_TACTICS=default")
         profile = MODELS[name][0]
         src = _cls_source() if name == "ppocr_cls" else asset_model(name)
         self[name] = build_engine(src, f"{name}-fp32", profiles=(profile,) if profile else ())
@@ -446,14 +458,21 @@ def test_predict_detect_on_engine_matches_onnx(fp32_engines, assets, cli):
     _close_boxes(det_e[0]["detections"], det_o[0]["detections"], "detections")
 
 
-def test_predict_ocr_on_engines_matches_onnx(fp32_engines, assets, cli, tmp_path):
+def _ocr_text(cli, assets, det, rec, cls) -> str:
+    image = assets / "images" / "imageTextN_rgb.png"
+    return _predict(cli, "--task", "ocr", "--det", det, "--rec", rec, "--cls", cls, image)[0]["text"]
+
+
+def test_predict_ocr_with_det_and_cls_engines_matches_onnx(fp32_engines, assets, cli):
+    """Engines and ONNX models mix in one OCR pipeline: det and cls on TensorRT, rec on ONNX Runtime."""
+    text = _ocr_text(cli, assets, fp32_engines["ppocr_det"], asset_model("ppocr_rec"), fp32_engines["ppocr_cls"])
+    assert text and text == _ocr_text(cli, assets, asset_model("ppocr_det"), asset_model("ppocr_rec"), asset_model("ppocr_cls"))
+
+
+def test_predict_ocr_on_engines_matches_onnx(fp32_engines, assets, cli):
     """No --rec-chars: the rec model's 'character' metadata travels into the engine's sidecar with trtkit build."""
-    img = assets / "images" / "imageTextN_rgb.png"
-    ocr_e = _predict(cli, "--task", "ocr", "--det", fp32_engines["ppocr_det"], "--rec", fp32_engines["ppocr_rec"],
-                     "--cls", fp32_engines["ppocr_cls"], img)
-    ocr_o = _predict(cli, "--task", "ocr", "--det", asset_model("ppocr_det"), "--rec", asset_model("ppocr_rec"),
-                     "--cls", asset_model("ppocr_cls"), img)
-    assert ocr_e[0]["text"] == ocr_o[0]["text"] and ocr_e[0]["text"]
+    text = _ocr_text(cli, assets, fp32_engines["ppocr_det"], fp32_engines["ppocr_rec"], fp32_engines["ppocr_cls"])
+    assert text and text == _ocr_text(cli, assets, asset_model("ppocr_det"), asset_model("ppocr_rec"), asset_model("ppocr_cls"))
 
 
 def test_inspect_truncated_plan_fails_on_the_gpu(fp32_engines, tmp_path, cli):
