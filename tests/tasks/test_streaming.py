@@ -384,3 +384,22 @@ def test_a_task_class_workers_cannot_import_is_refused_clearly(assets, images):
         with pytest.raises(TaskError, match=r"cannot be sent to worker processes .*define its class at a module's top level.*--pool threads"):
             list(stream_predictions(task, images, options=StreamOptions(batch_size=2, workers=2, pool="processes")))
         assert len(list(task.stream(iter(images), batch_size=2, workers=2))) == len(images)  # auto: threads
+
+
+def test_outputs_written_into_a_shared_slot_are_detached_before_the_slot_is_reused():
+    """When a batch written into a shared output slot is postprocessed by threads instead, its outputs are copied
+    out first: a result keeping a view of its outputs must not change when the slot takes the next batch."""
+    from concurrent.futures import Future
+
+    from trtkit.tasks.streaming import _Pending
+
+    slot = {"out": np.arange(12, dtype=np.float32).reshape(3, 4), "aux": np.zeros((3, 2), np.float32)}
+    done: Future = Future()
+    fresh = np.ones((3, 5), np.float32)
+    done.set_result({"out": slot["out"], "other": fresh})  # "out" in the slot (a GPU backend's into=), "other" not
+    pending = _Pending([done], 3, None, lambda outs, n: [{k: v[i : i + 1] for k, v in outs.items()} for i in range(n)])
+    pending.detach(slot)
+    per_image = pending.result()
+    slot["out"][...] = -1  # the next batch
+    assert per_image[1]["out"].tolist() == [[4.0, 5.0, 6.0, 7.0]]
+    assert pending.raw()[0]["other"] is fresh  # outputs outside the slot are not copied

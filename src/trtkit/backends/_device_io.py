@@ -5,9 +5,9 @@ grow-only device and pinned buffers keyed by tensor name, and timing events.
 numpy inputs are copied into pinned staging memory (several threads for big
 arrays: one core cannot feed PCIe/NVLink), then copied to the device
 asynchronously; device arrays (torch/cupy, ``__cuda_array_interface__``) are
-used in place. Results are **copies**: numpy outputs are new arrays and
-``outputs_on_device`` outputs are new :class:`~trtkit.backends.cuda.DeviceArray`s, so
-nothing a caller holds is overwritten by the next call.
+used in place. Results are **copies**: numpy outputs are new arrays (or the caller's own
+``submit(into=)`` arrays) and ``outputs_on_device`` outputs are new
+:class:`~trtkit.backends.cuda.DeviceArray`s, so nothing a caller holds is overwritten by the next call.
 
 :class:`PipelinedBackend` runs ``submit``/``infer_many`` so the staging and upload
 of batch k+1 overlap the compute of batch k. Both GPU backends set ``_staged = True``
@@ -34,7 +34,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol
 import numpy as np
 
 from . import cuda
-from ..errors import ClosedError, ShapeError
+from ..errors import ClosedError, ShapeError, TrtkitError
 from .base import Feeds, StageTimes
 
 __all__ = ["IoSlot", "SlotPool", "PipelinedBackend", "StageTimer", "is_device_array", "stage_copy", "stack_into", "split_batch", "concat_outputs"]
@@ -212,7 +212,8 @@ class IoSlot:
         ``stream``: another stream to copy on (the caller makes this slot's stream wait for it)."""
         nbytes = math.prod(shape) * dtype.itemsize
         dest = self._destination(name, shape, dtype)
-        if dest is not None and nbytes >= _PINNED_CHECK_BYTES and cuda.is_pinned(dest.ctypes.data):
+        if (dest is not None and nbytes >= _PINNED_CHECK_BYTES and cuda.is_pinned(dest.ctypes.data)
+                and cuda.is_pinned(dest.ctypes.data + nbytes - 1)):  # (an array may run past a locked range)
             cuda.copy_dtoh_async(dest.ctypes.data, src_ptr, nbytes, stream or self.stream)  # page-locked: no staging
             self._direct.add(name)
         elif nbytes:
@@ -379,6 +380,14 @@ class _Pipeline:
             thread.join()
 
     def _fail(self, job: _Job, slot: IoSlot, exc: BaseException) -> None:
+        """End a failed job: copies it queued before failing (e.g. a DMA into the caller's ``into``
+        arrays) finish before its Future is done and its slot is reused."""
+        try:
+            slot.stream.synchronize()
+        except TrtkitError as sync_error:  # the GPU is in a failed state; the call's own error comes along
+            sync_error.__context__ = exc
+            exc = sync_error
+        slot.reset()
         self._owner._slots.give(slot)
         job.future.set_exception(exc)
 
@@ -486,9 +495,11 @@ class PipelinedBackend:
         return self._collect(slot, result)
 
     def _collect(self, slot: IoSlot, result: dict[str, Any]) -> dict[str, Any]:
-        """Wait for the copies queued on the slot's stream; numpy outputs come back as new arrays."""
+        """Wait for the copies queued on the slot's stream; numpy outputs come back in new arrays or
+        the call's ``into`` arrays."""
         if self.config.outputs_on_device:  # type: ignore[attr-defined]  # the backend's RuntimeConfig
             slot.stream.synchronize()
+            slot.reset()  # (``into`` does not apply: the slot holds no reference to the caller's arrays)
             return result
         return slot.collect()
 
@@ -523,8 +534,8 @@ class PipelinedBackend:
         Future is done). An output whose shape and dtype match its array (C-contiguous, writable) is
         written there and returned as that array -- straight from the GPU when the array is
         page-locked -- which saves a batch-sized allocation and copy per call; any other output comes
-        back in a new array, as without ``into`` (e.g. a data-dependent shape). Ignored with
-        ``outputs_on_device``.
+        back in a new array, as without ``into`` (e.g. a data-dependent shape, or an engine's batch
+        above its profile max, which runs in chunks). Ignored with ``outputs_on_device``.
         """
         self._check_open()  # type: ignore[attr-defined]
         prepared = self._prepare(feeds)

@@ -285,10 +285,17 @@ class HostRegistration(_Owner):
 
     kind = "page-locked host registration"
 
-    def __init__(self, ptr: int, nbytes: int) -> None:
+    def __init__(self, ptr: int, nbytes: int, *, device_id: int = 0) -> None:
         self.ptr, self.nbytes = int(ptr), int(nbytes)
         rt = runtime()
-        check(rt.cudaHostRegister(self.ptr, self.nbytes, rt.cudaHostRegisterDefault), f"cudaHostRegister({self.nbytes} bytes)")
+        # Registered on ``device_id`` (the backend's GPU), then the thread's current device is restored: a thread
+        # that never chose a GPU would otherwise create a context on GPU 0 just to register.
+        previous = int(check(rt.cudaGetDevice(), "cudaGetDevice"))
+        ensure_device(device_id)
+        try:
+            check(rt.cudaHostRegister(self.ptr, self.nbytes, rt.cudaHostRegisterDefault), f"cudaHostRegister({self.nbytes} bytes)")
+        finally:
+            check(rt.cudaSetDevice(previous), f"cudaSetDevice({previous})")
 
     def _free(self) -> None:
         check(runtime().cudaHostUnregister(self.ptr), "cudaHostUnregister")

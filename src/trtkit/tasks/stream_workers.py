@@ -169,9 +169,9 @@ def _drop(shm: SharedMemory | None) -> None:
 class SharedBatchRing:
     """``count`` slots of batch buffers in shared memory, taken before a batch is prepared and given
     back once its inference has finished (so it bounds the batches in flight, like the thread
-    pipeline's ring). ``pinned``: page-lock every block for a GPU backend."""
+    pipeline's ring). ``gpu``: page-lock every block for a GPU backend on that device (None: not locked)."""
 
-    def __init__(self, count: int, *, batch: int, feeds: Mapping[str, tuple[np.dtype, tuple[int, ...]]], pinned: bool) -> None:
+    def __init__(self, count: int, *, batch: int, feeds: Mapping[str, tuple[np.dtype, tuple[int, ...]]], gpu: int | None) -> None:
         self.free: queue.Queue[_Slot] = queue.Queue()  # the slots not in use; take one with free.get()
         self._slots: list[_Slot] = []
         try:
@@ -184,10 +184,10 @@ class SharedBatchRing:
                     shm = create_block(nbytes)
                     array: np.ndarray = np.ndarray(full, dtype, buffer=shm.buf)
                     blocks[name] = (shm, array, None)
-                    if pinned:  # imported only for a GPU backend, which has loaded CUDA already
+                    if gpu is not None:  # imported only for a GPU backend, which has loaded CUDA already
                         from ..backends.cuda import HostRegistration
 
-                        blocks[name] = (shm, array, HostRegistration(array.ctypes.data, nbytes))
+                        blocks[name] = (shm, array, HostRegistration(array.ctypes.data, nbytes, device_id=gpu))
                 self._slots[-1].desc = tuple((n, b[0].name, b[1].dtype.str, b[1].shape) for n, b in blocks.items())
         except BaseException:
             self.close()

@@ -41,7 +41,6 @@ with that one error, since it would repeat for every image.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import queue
@@ -299,6 +298,11 @@ class BatchStages:
         """True when batches should sit in page-locked memory (a GPU backend)."""
         return self._submit is not None
 
+    @property
+    def gpu(self) -> int | None:
+        """The GPU a GPU backend runs on (page-locked memory is registered there), else None."""
+        return int(self.backend.config.device_id) if self._submit is not None else None
+
     # -- in the batcher thread
     def collate(self, prepared: Sequence[dict[str, np.ndarray]], buffers: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """One stacked batch in ``buffers``, or None when the feeds cannot be stacked (their shapes differ)."""
@@ -385,6 +389,11 @@ class _Pending:
                 if release is not None:
                     release()
         return self._outs
+
+    def detach(self, views: Mapping[str, np.ndarray]) -> None:
+        """Wait, then replace outputs the backend wrote into ``views`` (a shared slot about to be reused) by copies."""
+        self._outs = [{n: a.copy() if any(np.may_share_memory(a, v) for v in views.values()) else a for n, a in o.items()}
+                      for o in self.raw()]
 
     @property
     def stacked(self) -> bool:
@@ -594,7 +603,7 @@ class _Engine:
             ref = StagesRef.of(host)
         except TaskError as exc:
             raise TaskError(self._refusal(str(exc))) from None
-        ring = SharedBatchRing(count, batch=self.batch, feeds=feeds, pinned=self.stages.pinned)
+        ring = SharedBatchRing(count, batch=self.batch, feeds=feeds, gpu=self.stages.gpu)
         try:
             task = self.stages.task
             return _Processes(acquire_workers(task, count=workers), ring, task, ref)
@@ -824,16 +833,17 @@ class _Engine:
                 for e in group:
                     self._put(self.ordered, e)
                 continue
+            if out is not None:  # outputs the backend wrote into the slot are copied out (results may keep views of
+                try:             # their outputs), and the slot is free at once
+                    cast(_Pending, pending).detach(out[2])
+                finally:
+                    out[0].give(out[1])
             per_image = self._wait(pending) if pending is not None else []
-            futures = []
             for e in group:
                 if not e.done:
                     e.finish = self.pool.submit(self.stages.finish, per_image[e.row], e.meta)
-                    futures.append(e.finish)
                     e.meta = None
                 self._put(self.ordered, e)
-            if out is not None:  # some outputs may sit in the slot: it is free once the threads are done
-                _give_when_done(futures, functools.partial(out[0].give, out[1]))
 
     def _finish_in_workers(self, group: list[_Entry], pending: _Pending, out: "_OutSlot | None") -> bool:
         """Postprocess a batch's outputs in the worker processes from a shared output slot, a chunk per
@@ -841,12 +851,17 @@ class _Engine:
         False (nothing done; ``out`` still held) when the outputs do not fit the slots (their per-image
         shape changed, e.g. a data-dependent output): then threads postprocess this batch."""
         procs = cast(_Processes, self.procs)
-        outputs = {n: np.asarray(a) for n, a in pending.raw()[0].items()}
+        try:
+            outputs = {n: np.asarray(a) for n, a in pending.raw()[0].items()}
+        except BaseException:  # the inference failed: the backend is done with the slot
+            if out is not None:
+                out[0].give(out[1])
+            raise
         count = len(group)
         if procs.outputs is None:
             if all(a.ndim and a.shape[0] == count and a.dtype.kind in "biufc" for a in outputs.values()):
                 shapes = {n: (a.dtype, tuple(a.shape[1:])) for n, a in outputs.items()}
-                procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, pinned=self.stages.pinned)
+                procs.outputs = SharedBatchRing(self.options.depth + 2, batch=self.batch, feeds=shapes, gpu=self.stages.gpu)
             else:
                 procs.outputs = False  # batch not on axis 0, or objects/strings: threads postprocess
         if not isinstance(procs.outputs, SharedBatchRing):
