@@ -35,11 +35,20 @@ GPU (the H200 device machine; ORT-CUDA, then TensorRT engines built from the sam
 ``--graph-preprocess`` adds a ``stream+graph`` column for detect/face: the letterbox and
 normalisation run inside the model (:mod:`trtkit.tasks.graph_preprocess`), the workers only
 decode, and uint8 pixels are uploaded.
+
+``--long N`` adds, per task and input, streams of N items (the frames or files cycled, given as an
+unsized iterator, as a video or a directory walk would be): ``--images`` of 256 are 8 batches of
+32, and filling and draining the pipeline weighs on them; a long input shows the steady state.
+Threads and processes, interleaved; ``predict_batch`` is left out there (it would take minutes)::
+
+    python benchmarks/pipelines.py --backend ort-cuda --tasks detect640 --images 256 --batch 32 --workers 16 \
+        --frame-size 400:600 --long 10240 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -241,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph-preprocess", action="store_true", help="also stream detect/face with preprocessing in the graph")
     ap.add_argument("--frame-size", metavar="LO:HI", help="resize the frames so their long side is LO..HI px (e.g. 400:600)")
     ap.add_argument("--no-processes", action="store_true", help="leave out the stream/proc column (worker processes)")
+    ap.add_argument("--long", type=int, metavar="N", help="also stream N items (the inputs cycled, unsized): the steady state")
     args = ap.parse_args(argv)
     engines = dict(e.split("=", 1) for e in args.engine)
     device = "cpu" if args.backend in ("onnxruntime", "ort-cpu") else "cuda"
@@ -291,9 +301,23 @@ def main(argv: list[str] | None = None) -> int:
                            f"{median_ratio(runs['stream'], runs['seq']):>7.2f}x {alone:>11.1f} {got['stream'] / alone:>6.3f}{proc}{extra}")
                     rows.append(row)
                     print(row if len(rows) > 1 else header + "\n" + row, flush=True)
+                    if args.long and name != "ocr":
+                        print(_long_row(task, name, label, items, alone, args, procs=procs), flush=True)
                 if graph is not None:
                     graph.close()
     return 0
+
+
+def _long_row(task: Any, name: str, label: str, items: list[Any], alone: float, args: argparse.Namespace, *, procs: bool) -> str:
+    """Threads (and processes) streaming ``--long`` items cycled from ``items``: images/s and / model alone."""
+    def run(pool: str) -> Callable[[], int]:
+        return lambda: sum(1 for _ in task.stream(itertools.islice(itertools.cycle(items), args.long),
+                                                  batch_size=args.batch, workers=args.workers, pool=pool))
+
+    contenders = {"threads": run("threads"), **({"processes": run("processes")} if procs else {})}
+    got = {k: statistics.median(v) for k, v in interleaved(contenders, args.rounds).items()}
+    cells = "  ".join(f"{pool} {v:.1f} img/s ({v / alone:.3f} of the model alone)" for pool, v in got.items())
+    return f"{name:<10} {label:<7} {args.long} items: {cells}"
 
 
 def _graph_stages(task: Any, name: str, args: argparse.Namespace, runtime: RuntimeConfig) -> Any:
