@@ -34,7 +34,8 @@ GPU (the H200 device machine; ORT-CUDA, then TensorRT engines built from the sam
 
 ``--graph-preprocess`` adds a ``stream+graph`` column for detect/face: the letterbox and
 normalisation run inside the model (:mod:`trtkit.tasks.graph_preprocess`), the workers only
-decode, and uint8 pixels are uploaded.
+decode, and uint8 pixels are uploaded. ``--graph-preprocess host``: the workers letterbox with
+cv2 and the model normalises (fixed-size uint8 batches: worker processes where ``auto`` picks them).
 
 ``--long N`` adds, per task and input, streams of N items (the frames or files cycled, given as an
 unsized iterator, as a video or a directory walk would be): ``--images`` of 256 are 8 batches of
@@ -247,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
     ap.add_argument("--engine", action="append", default=[], metavar="TASK=PATH",
                     help="use an engine for a task (tensorrt): detect640=..., ocr-det=..., ocr-rec=...")
-    ap.add_argument("--graph-preprocess", action="store_true", help="also stream detect/face with preprocessing in the graph")
+    ap.add_argument("--graph-preprocess", nargs="?", const="graph", choices=("graph", "host"),
+                    help="also stream detect/face with preprocessing in the graph: all of it (graph, the default; threads) "
+                    "or the normalisation after a cv2 letterbox in the workers (host; worker processes where auto picks them)")
     ap.add_argument("--frame-size", metavar="LO:HI", help="resize the frames so their long side is LO..HI px (e.g. 400:600)")
     ap.add_argument("--no-processes", action="store_true", help="leave out the stream/proc column (worker processes)")
     ap.add_argument("--long", type=int, metavar="N", help="also stream N items (the inputs cycled, unsized): the steady state")
@@ -276,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"({many / one:.2f}x; threads scale when cv2/NumPy release the GIL)")
                 alone = model_alone(task, imgs, args.batch, rounds=args.rounds)
                 graph = _graph_stages(task, name, args, runtime) if args.graph_preprocess else None
-                procs = not args.no_processes and name != "ocr"  # OCR runs whole images per worker: threads only
+                if graph is not None and graph.resize == "host" and procs_wanted(args, name):
+                    n = sum(1 for _ in graph.stream(imgs[: args.batch], batch_size=args.batch, workers=args.workers, pool="processes"))
+                    print(f"{name}: stream+graph (resize in the workers) started its processes and ran {n} images")
+                procs = procs_wanted(args, name)
                 if procs:
                     t0 = time.perf_counter()
                     n = sum(1 for _ in task.stream(imgs[: args.batch], batch_size=args.batch, workers=args.workers, pool="processes"))
@@ -302,19 +308,27 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     print(row if len(rows) > 1 else header + "\n" + row, flush=True)
                     if args.long and name != "ocr":
-                        print(_long_row(task, name, label, items, alone, args, procs=procs), flush=True)
+                        print(_long_row(task, name, label, items, alone, args, procs=procs, graph=graph), flush=True)
                 if graph is not None:
                     graph.close()
     return 0
 
 
-def _long_row(task: Any, name: str, label: str, items: list[Any], alone: float, args: argparse.Namespace, *, procs: bool) -> str:
-    """Threads (and processes) streaming ``--long`` items cycled from ``items``: images/s and / model alone."""
-    def run(pool: str) -> Callable[[], int]:
-        return lambda: sum(1 for _ in task.stream(itertools.islice(itertools.cycle(items), args.long),
-                                                  batch_size=args.batch, workers=args.workers, pool=pool))
+def procs_wanted(args: argparse.Namespace, name: str) -> bool:
+    return not args.no_processes and name != "ocr"  # OCR runs whole images per worker: threads only
 
-    contenders = {"threads": run("threads"), **({"processes": run("processes")} if procs else {})}
+
+def _long_row(task: Any, name: str, label: str, items: list[Any], alone: float, args: argparse.Namespace, *,
+              procs: bool, graph: Any) -> str:
+    """Threads (and processes, and the graph front end) streaming ``--long`` items cycled from ``items``:
+    images/s and / model alone."""
+    def run(runner: Any, pool: str) -> Callable[[], int]:
+        return lambda: sum(1 for _ in runner.stream(itertools.islice(itertools.cycle(items), args.long),
+                                                    batch_size=args.batch, workers=args.workers, pool=pool))
+
+    contenders = {"threads": run(task, "threads"), **({"processes": run(task, "processes")} if procs else {})}
+    if graph is not None:
+        contenders[f"graph ({graph.resize})"] = run(graph, "processes" if graph.resize == "host" and procs else "threads")
     got = {k: statistics.median(v) for k, v in interleaved(contenders, args.rounds).items()}
     cells = "  ".join(f"{pool} {v:.1f} img/s ({v / alone:.3f} of the model alone)" for pool, v in got.items())
     return f"{name:<10} {label:<7} {args.long} items: {cells}"
@@ -325,7 +339,7 @@ def _graph_stages(task: Any, name: str, args: argparse.Namespace, runtime: Runti
 
     if name not in ("detect640", "detect320", "face"):
         return None
-    return GraphPreprocessed.open(task, runtime=runtime, backend=args.backend)
+    return GraphPreprocessed.open(task, runtime=runtime, backend=args.backend, resize=args.graph_preprocess)
 
 
 if __name__ == "__main__":

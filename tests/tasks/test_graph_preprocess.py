@@ -15,7 +15,9 @@ from trtkit.tasks.preprocess import Preprocess
 from trtkit.tasks.classification import Classifier
 from trtkit.tasks.detection import Detector, DetectorConfig
 from trtkit.tasks.face import FaceDetector
-from trtkit.tasks.graph_preprocess import GraphPreprocessed, LetterboxFrontEnd, LetterboxParams, bake_letterbox, letterbox_params
+from trtkit.tasks.graph_preprocess import (
+    GraphPreprocessed, LetterboxFrontEnd, LetterboxParams, bake_letterbox, bake_normalize, letterbox_params,
+)
 
 from tests.conftest import asset_model
 
@@ -89,3 +91,57 @@ def test_classifier_is_refused_with_the_reason():
     with Classifier.from_path(asset_model("efficientnet_lite0")) as task:
         with pytest.raises(TaskError, match="letterbox tasks"):
             letterbox_params(task)
+
+
+@pytest.mark.parametrize("bgr,preset", [(False, Preprocess(scale=1 / 255, mean=0.0, std=1.0, bgr=False)),
+                                        (True, Preprocess(scale=1.0, mean=(103.939, 116.779, 123.68), std=1.0, bgr=True)),
+                                        (False, Preprocess(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), bgr=False))])
+def test_baked_normalisation_is_bit_identical_to_the_cpu_tensor(images, tmp_path, bgr, preset):
+    """bake_normalize looks pixels up in the same float32 tables as Preprocess.to_tensor's cv2.LUT: equal, not close."""
+    size = (256, 384)
+    path = tmp_path / "norm.onnx"
+    onnx.save(bake_normalize(_identity_model(size), preprocessing=preset, size=size), path)
+    with load(path) as backend:
+        boxed = [letterbox(img, size, pad_value=114, center=True)[0] for img in images]
+        out = backend.infer({"pixels": np.stack(boxed)})["out"]
+    for got, img in zip(out, boxed):
+        np.testing.assert_array_equal(got, preset.to_tensor(img)[0])
+
+
+@pytest.mark.parametrize("which", ["detect640", "face"])
+def test_host_resize_streams_in_worker_processes_with_the_cpu_path_results(images, which):
+    """resize='host': cv2 letterboxes in the workers (fixed-size uint8 batches, so worker processes fill them), the model
+    normalises: the tensors are bit-identical, so the results equal predict_batch's."""
+    task = (FaceDetector.from_path(asset_model("scrfd")) if which == "face"
+            else Detector.from_path(asset_model("yolov8n"), config=DetectorConfig(input_size=(640, 640))))
+    with task, GraphPreprocessed.open(task, resize="host") as baked:
+        assert baked.resize == "host" and [s.name for s in baked.backend.inputs] == ["pixels"]
+        expected = task.predict_batch(images, batch_size=4)
+        streamed = list(baked.stream(images, batch_size=4, workers=2, pool="processes"))
+        threads = list(baked.stream(images, batch_size=4, workers=2, pool="threads"))
+        direct = baked.predict_batch(images[:3], batch_size=2)
+        assert task.__dict__["_stream_workers"].count == 2  # the processes ran
+    assert sum(len(r) for r in expected) > 0
+    for a, b in zip(expected, streamed):  # the same batches of the same tensors: the same numbers
+        np.testing.assert_array_equal(b.boxes, a.boxes)
+        np.testing.assert_array_equal(b.scores, a.scores)
+    for a, b in zip(expected, threads):  # threads may run a partial batch early: another batch size, ORT may round differently
+        _match(a, b)
+    for a, b in zip(expected[:3], direct):
+        _match(a, b)
+
+
+def test_resize_choices_and_mismatched_front_ends_are_refused(images, tmp_path):
+    from trtkit.tasks.streaming import StreamOptions, stream_predictions
+
+    with Detector.from_path(asset_model("yolov8n")) as task:
+        with pytest.raises(TaskError, match=r"resize=\) must be one of graph, host, got 'gpu'"):
+            GraphPreprocessed.open(task, resize="gpu")
+        with GraphPreprocessed.open(task) as graph:  # resize in the graph: batches change size, so threads only
+            with pytest.raises(TaskError, match=r"resize='graph'.*resize='host'.*--pool threads"):
+                list(stream_predictions(graph, images[:2], options=StreamOptions(batch_size=2, workers=2, pool="processes")))
+        other = tmp_path / "norm_640.onnx"  # baked for 640 while the task runs at 320
+        onnx.save(bake_normalize(onnx.load(str(asset_model("yolov8n"))), preprocessing=task.preprocessing, size=(640, 640)), other)
+        with load(other) as backend:
+            with pytest.raises(TaskError, match=r"not a baked front end for this task.*\[B, 320, 320, 3\]"):
+                GraphPreprocessed(task, backend)

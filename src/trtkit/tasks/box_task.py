@@ -178,10 +178,14 @@ class BoxTask(Task[Any, Any]):
 
     # ------------------------------------------------------------ pipeline
     def preprocess(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], Letterbox]:
-        p = self.preprocessing
-        boxed, info = letterbox(image, self.input_size, pad_value=int(round(p.pad_value)), center=p.pad == "center")
+        boxed, info = self.letterbox(image)
         spec = self.inputs[0]
-        return {spec.name: p.to_tensor(boxed, input_dtype(spec))}, info
+        return {spec.name: self.preprocessing.to_tensor(boxed, input_dtype(spec))}, info
+
+    def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The first half of :meth:`preprocess`: RGB uint8 ``HxWx3`` -> letterboxed uint8 at ``input_size``."""
+        p = self.preprocessing
+        return letterbox(image, self.input_size, pad_value=int(round(p.pad_value)), center=p.pad == "center")  # type: ignore[arg-type]
 
     def candidates(self, outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float | None]:
         """(boxes, scores, classes, landmarks, top score seen) after threshold + NMS, in input pixels."""

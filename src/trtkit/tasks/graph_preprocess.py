@@ -48,11 +48,13 @@ import numpy as np
 from ..errors import TaskError
 from ..spec import RuntimeConfig
 from ._image import Letterbox
-from .streaming import BatchStages, StreamOptions, stream_predictions
+from .preprocess import Preprocess
+from .streaming import BatchStages, HostStages, StreamOptions, stream_predictions
+from .stream_workers import host_copy
 
 __all__ = [
-    "LetterboxParams", "letterbox_params", "letterbox_geometry", "bake_letterbox", "letterbox_tables",
-    "GraphPreprocessed", "LetterboxFrontEnd", "PIXELS", "METADATA_KEY",
+    "LetterboxParams", "letterbox_params", "letterbox_geometry", "bake_letterbox", "bake_normalize", "letterbox_tables",
+    "GraphPreprocessed", "LetterboxFrontEnd", "PixelFront", "RESIZE_CHOICES", "PIXELS", "METADATA_KEY",
 ]
 
 PIXELS = "pixels"
@@ -136,41 +138,74 @@ def letterbox_tables(height: int, width: int, params: LetterboxParams) -> tuple[
 
 # ---------------------------------------------------------------- the graph
 
-def bake_letterbox(model: Any, *, params: LetterboxParams, input_name: str | None = None) -> Any:
-    """A copy of ``model`` (onnx.ModelProto) whose image input is replaced by the uint8 front end."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+class _Surgery:
+    """A copy of a model whose image input [B,3,H,W] is about to be replaced by a front end: new nodes
+    are added with :meth:`node` / :meth:`const`, then :meth:`finish` wires the front end's output to the
+    old input's name, puts the new inputs first and records ``meta`` in the model's metadata."""
 
-    from .._optional import require
+    def __init__(self, model: Any, input_name: str | None) -> None:
+        import onnx
 
-    require("onnx", purpose="preprocessing in the graph")
-    baked = onnx.ModelProto()
-    baked.CopyFrom(model)
-    graph = baked.graph
-    inits = {i.name for i in graph.initializer}
-    real_inputs = [i for i in graph.input if i.name not in inits]
-    name = input_name or (real_inputs[0].name if len(real_inputs) == 1 else None)
-    image = next((i for i in real_inputs if i.name == name), None)
-    if image is None or len(image.type.tensor_type.shape.dim) != 4:
-        raise TaskError(
-            f"cannot bake preprocessing into this model: expected one image input [B,3,H,W], found "
-            f"{[i.name for i in real_inputs]}; give input_name= the image input"
-        )
-    th, tw = params.size
-    batch_dim = image.type.tensor_type.shape.dim[0]
-    batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else (batch_dim.dim_param or "batch")
-    elem = image.type.tensor_type.elem_type
+        from .._optional import require
 
-    def const(tag: str, value: Any, dtype: Any) -> str:
-        graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype), _P + "c_" + tag))
+        require("onnx", purpose="preprocessing in the graph")
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        graph = self.model.graph
+        inits = {i.name for i in graph.initializer}
+        real_inputs = [i for i in graph.input if i.name not in inits]
+        name = input_name or (real_inputs[0].name if len(real_inputs) == 1 else None)
+        image = next((i for i in real_inputs if i.name == name), None)
+        if image is None or len(image.type.tensor_type.shape.dim) != 4:
+            raise TaskError(
+                f"cannot bake preprocessing into this model: expected one image input [B,3,H,W], found "
+                f"{[i.name for i in real_inputs]}; give input_name= the image input"
+            )
+        self.image = image
+        batch_dim = image.type.tensor_type.shape.dim[0]
+        self.batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else (batch_dim.dim_param or "batch")
+        self.elem = image.type.tensor_type.elem_type
+        self.nodes: list[Any] = []
+
+    def const(self, tag: str, value: Any, dtype: Any) -> str:
+        from onnx import numpy_helper
+
+        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype), _P + "c_" + tag))
         return _P + "c_" + tag
 
-    nodes = []
+    def node(self, op: str, inputs: Sequence[str], tag: str, **attrs: Any) -> str:
+        from onnx import helper
 
-    def node(op: str, inputs: Sequence[str], tag: str, **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, list(inputs), [_P + tag], name=_P + tag, **attrs))
+        self.nodes.append(helper.make_node(op, list(inputs), [_P + tag], name=_P + tag, **attrs))
         return _P + tag
 
+    def finish(self, out: str, new_inputs: Sequence[Any], meta: Mapping[str, Any]) -> Any:
+        import onnx
+        from onnx import TensorProto, helper
+
+        graph = self.model.graph
+        if self.elem != TensorProto.FLOAT:
+            out = self.node("Cast", [out], "cast", to=self.elem)
+        self.nodes.append(helper.make_node("Identity", [out], [self.image.name], name=_P + "out"))
+        graph.input.remove(self.image)
+        for i, value in enumerate(new_inputs):
+            graph.input.insert(i, value)
+        old_nodes = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(self.nodes + old_nodes)
+        entry = self.model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps({**meta, "input": self.image.name})
+        onnx.checker.check_model(self.model)
+        return self.model
+
+
+def bake_letterbox(model: Any, *, params: LetterboxParams, input_name: str | None = None) -> Any:
+    """A copy of ``model`` (onnx.ModelProto) whose image input is replaced by the uint8 front end."""
+    from onnx import TensorProto, helper
+
+    cut = _Surgery(model, input_name)
+    node, const = cut.node, cut.const
+    th, tw = params.size
     zero, one = const("i0", 0, np.int32), const("i1", 1, np.int32)
 
     def blend(table: str, weights: str, data: str, tag: str, weight_shape: Sequence[int]) -> str:
@@ -204,11 +239,7 @@ def bake_letterbox(model: Any, *, params: LetterboxParams, input_name: str | Non
         padded = node("Gather", [padded, const("bgr", (2, 1, 0), np.int32)], "bgr", axis=1)
     centred = node("Sub", [padded, const("mean", np.reshape(params.mean, (1, 3, 1, 1)), np.float32)], "centred")
     scaled = node("Mul", [centred, const("scale", np.reshape(params.scale, (1, 3, 1, 1)), np.float32)], "scaled")
-    if elem != TensorProto.FLOAT:
-        scaled = node("Cast", [scaled], "cast", to=elem)
-    nodes.append(helper.make_node("Identity", [scaled], [image.name], name=_P + "out"))
-
-    graph.input.remove(image)
+    batch = cut.batch
     new_inputs = [
         helper.make_tensor_value_info(PIXELS, TensorProto.UINT8, [batch, "height", "width", 3]),
         helper.make_tensor_value_info(ROWS, TensorProto.INT32, [batch, th, 2]),
@@ -216,15 +247,33 @@ def bake_letterbox(model: Any, *, params: LetterboxParams, input_name: str | Non
         helper.make_tensor_value_info(COLS, TensorProto.INT32, [batch, tw, 2]),
         helper.make_tensor_value_info(COL_WEIGHTS, TensorProto.FLOAT, [batch, tw, 2]),
     ]
-    for i, value in enumerate(new_inputs):
-        graph.input.insert(i, value)
-    old_nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes + old_nodes)
-    entry = baked.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps({"kind": "letterbox", "input": image.name, **asdict(params)})
-    onnx.checker.check_model(baked)
-    return baked
+    return cut.finish(scaled, new_inputs, {"kind": "letterbox", **asdict(params)})
+
+
+def bake_normalize(model: Any, *, preprocessing: Preprocess, size: tuple[int, int], input_name: str | None = None) -> Any:
+    """A copy of ``model`` whose image input is replaced by letterboxed uint8 pixels ``[B, H, W, 3]`` (``size``):
+    the model looks each pixel up in ``preprocessing``'s per-channel tables (the very float32 tables
+    :meth:`~trtkit.tasks.preprocess.Preprocess.to_tensor` applies with ``cv2.LUT``, so the tensor is
+    bit-identical to the CPU path's) and lays it out NCHW; the host letterboxes with cv2, so every image of
+    a batch has the same size and worker processes can fill fixed batch buffers.
+
+    The lookup is a Gather into a 768-entry table (pixel + 256 * channel), after RGB->BGR when the
+    preprocessing asks for it; indices are computed in float32 (exact for 0..767) and cast to int32, since
+    TensorRT 8.5 has no uint8 -> int32 cast."""
+    from onnx import TensorProto, helper
+
+    cut = _Surgery(model, input_name)
+    node, const = cut.node, cut.const
+    levels = node("Cast", [PIXELS], "float", to=TensorProto.FLOAT)  # [B, H, W, 3]
+    if preprocessing.bgr:  # tensor channel c comes from source plane 2 - c
+        levels = node("Gather", [levels, const("bgr", (2, 1, 0), np.int32)], "bgr", axis=3)
+    flat = node("Add", [levels, const("offsets", np.reshape((0.0, 256.0, 512.0), (1, 1, 1, 3)), np.float32)], "flat")
+    index = node("Cast", [flat], "index", to=TensorProto.INT32)
+    values = node("Gather", [const("tables", preprocessing.tables().reshape(-1), np.float32), index], "values", axis=0)
+    nchw = node("Transpose", [values], "nchw", perm=[0, 3, 1, 2])  # [B, 3, H, W]
+    h, w = size
+    new_inputs = [helper.make_tensor_value_info(PIXELS, TensorProto.UINT8, [cut.batch, int(h), int(w), 3])]
+    return cut.finish(nchw, new_inputs, {"kind": "normalize", "size": [int(h), int(w)], "preprocess": preprocessing.describe()})
 
 
 # ---------------------------------------------------------------- running it
@@ -263,9 +312,24 @@ class LetterboxFrontEnd:
         return feeds
 
 
+@dataclass(frozen=True)
+class PixelFront:
+    """The host side of :func:`bake_normalize`, picklable for worker processes: the task's own letterbox
+    (cv2), its uint8 pixels as the feed."""
+
+    def preprocess(self, task: Any, image: np.ndarray) -> tuple[dict[str, np.ndarray], Letterbox]:
+        boxed, info = task.letterbox(image)
+        return {PIXELS: boxed[None]}, info
+
+
+RESIZE_CHOICES = ("graph", "host")
+
+
 class GraphStages(BatchStages):
-    """Stream stages for a baked model: the workers only decode and build the small tables;
-    the batcher places the uint8 images in a shared canvas and offsets the indices."""
+    """Stream stages for a baked model. ``resize="graph"``: the workers only decode and build the small
+    tables; the batcher places the uint8 images in a shared canvas and offsets the indices (threads only:
+    the canvas size changes per batch). ``resize="host"``: the workers letterbox to fixed-size uint8
+    batches, which worker processes can fill too."""
 
     def __init__(self, owner: "GraphPreprocessed", *, depth: int) -> None:
         self.owner = owner
@@ -278,47 +342,68 @@ class GraphStages(BatchStages):
     def collate(self, prepared: Sequence[dict[str, np.ndarray]], buffers: dict[str, Any]) -> dict[str, np.ndarray]:
         return self.owner.collate(prepared, lambda name, dtype, shape: self._ring.view(buffers, name, np.dtype(dtype), shape))
 
+    def host_stages(self) -> HostStages | None:
+        if self.owner.resize != "host":
+            return None
+        return HostStages(host_copy(self.task), front=PixelFront())
+
 
 class GraphPreprocessed:
-    """A Detector/FaceDetector running a baked model (:func:`bake_letterbox`): same results, its
-    preprocessing inside the model. ``task`` (on the original model) supplies the letterbox,
-    the labels and ``postprocess``; ``backend`` runs the baked model (the caller keeps both
-    unless :meth:`open` made them)."""
+    """A Detector/FaceDetector running a baked model (:func:`bake_letterbox` or :func:`bake_normalize`):
+    same results, its preprocessing (all of it, or the normalisation and layout) inside the model.
+    ``task`` (on the original model) supplies the letterbox, the labels and ``postprocess``; ``backend``
+    runs the baked model (the caller keeps both unless :meth:`open` made them). Which front end the
+    backend's model has is read from its inputs: ``rows`` and its tables (``resize == "graph"``), or the
+    pixels alone at the task's input size (``resize == "host"``)."""
 
     def __init__(self, task: Any, backend: Any, *, params: LetterboxParams | None = None) -> None:
         self.task, self.backend = task, backend
         self.params = params if params is not None else letterbox_params(task)
         self.front = LetterboxFrontEnd(self.params)
         names = [s.name for s in backend.inputs]
-        if PIXELS not in names or ROWS not in names:
+        pixels = next((s for s in backend.inputs if s.name == PIXELS), None)
+        if pixels is not None and ROWS in names:
+            self.resize = "graph"
+        elif pixels is not None and names == [PIXELS] and tuple(pixels.shape[1:]) == (*self.params.size, 3):
+            self.resize = "host"
+        else:
             raise TaskError(
-                f"backend inputs {names} are not a baked letterbox front end (expected {PIXELS!r}, {ROWS!r}, ...); "
-                "bake the model with bake_letterbox() first"
+                f"backend inputs {[f'{s.name} {s.display_shape()}' for s in backend.inputs]} are not a baked front end "
+                f"for this task (expected {PIXELS!r} with {ROWS!r} and its tables from bake_letterbox(), or {PIXELS!r} "
+                f"[B, {self.params.size[0]}, {self.params.size[1]}, 3] alone from bake_normalize()); bake the task's model first"
             )
-        spec = next(s for s in backend.inputs if s.name == PIXELS)
-        self.dynamic_batch = isinstance(spec.shape[0], str)
+        self.dynamic_batch = isinstance(pixels.shape[0], str)
         self._owned: tuple[Any, ...] = ()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
-    def open(cls, task: Any, *, runtime: RuntimeConfig | None = None, backend: str = "auto") -> "GraphPreprocessed":
-        """Bake ``task``'s ONNX model into a temporary directory and open it with ``backend``
-        (the input file is never rewritten); the result owns and closes that backend."""
+    def open(cls, task: Any, *, runtime: RuntimeConfig | None = None, backend: str = "auto", resize: str = "graph") -> "GraphPreprocessed":
+        """Bake ``task``'s ONNX model into a temporary directory and open it with ``backend`` (the input
+        file is never rewritten); the result owns and closes that backend. ``resize``: ``"graph"``
+        (:func:`bake_letterbox`: everything in the model, images of any sizes in one batch, streamed with
+        threads) or ``"host"`` (:func:`bake_normalize`: cv2 letterboxes in the workers, the model
+        normalises; streams with worker processes too)."""
         import onnx
 
         from ..backends import load
 
+        if resize not in RESIZE_CHOICES:
+            raise TaskError(f"GraphPreprocessed.open(resize=) must be one of {', '.join(RESIZE_CHOICES)}, got {resize!r}")
         path = task.model_path
         if path is None or Path(path).suffix.lower() != ".onnx":
             raise TaskError(
                 f"GraphPreprocessed.open needs the task's ONNX model, got {str(path)!r}; for an engine, bake the "
-                "ONNX with bake_letterbox(), build it, and pass the engine's backend to GraphPreprocessed(task, backend)"
+                "ONNX with bake_letterbox() or bake_normalize(), build it, and pass the engine's backend to "
+                "GraphPreprocessed(task, backend)"
             )
         params = letterbox_params(task)
         tmp = tempfile.TemporaryDirectory(prefix="trtkit-pre-")
         try:
             baked_path = os.path.join(tmp.name, Path(path).stem + "_pre.onnx")
-            onnx.save(bake_letterbox(onnx.load(str(path)), params=params, input_name=task.inputs[0].name), baked_path)
+            source, name = onnx.load(str(path)), task.inputs[0].name
+            baked = (bake_letterbox(source, params=params, input_name=name) if resize == "graph"
+                     else bake_normalize(source, preprocessing=task.preprocessing, size=params.size, input_name=name))
+            onnx.save(baked, baked_path)
             opened = load(baked_path, backend=backend, config=runtime or RuntimeConfig())
         except BaseException:
             tmp.cleanup()
@@ -348,10 +433,18 @@ class GraphPreprocessed:
 
     # ------------------------------------------------------------ the pipeline
     def preprocess(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], Letterbox]:
+        if self.resize == "host":
+            return PixelFront().preprocess(self.task, image)
         return self.front.preprocess(image)
 
     def collate(self, prepared: Sequence[Mapping[str, np.ndarray]], alloc: Any = None) -> dict[str, np.ndarray]:
-        return self.front.collate(prepared, alloc)
+        if self.resize == "graph":
+            return self.front.collate(prepared, alloc)
+        alloc = alloc or (lambda name, dtype, shape: np.empty(shape, dtype))
+        first = prepared[0][PIXELS]
+        batch = alloc(PIXELS, np.uint8, (len(prepared), *first.shape[1:]))
+        np.concatenate([p[PIXELS] for p in prepared], axis=0, out=batch)
+        return {PIXELS: batch}
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: Letterbox) -> Any:
         return self.task.postprocess(outputs, meta)

@@ -147,6 +147,12 @@ class Preprocess:
         chw = ((pixels.astype(np.float32) * scale - mean) * inv).transpose(2, 0, 1)
         return np.ascontiguousarray(chw[None]).astype(dtype, copy=False)
 
+    def tables(self) -> np.ndarray:
+        """``float32 [3, 256]``: row c is tensor channel c's value for pixel levels 0..255 (of the source plane
+        ``2 - c`` when ``bgr``), exactly what :meth:`to_tensor` looks up."""
+        self.require_complete("Preprocess.tables")
+        return np.stack(_tables(float(self.scale), tuple(self.mean), tuple(self.std)))  # type: ignore[arg-type]
+
     # ------------------------------------------------------------ words
     def describe(self) -> str:
         """e.g. ``RGB, (pixel*1/255 - 0) / 1, pad center 114, stride 32``."""

@@ -183,14 +183,17 @@ def load_rgb(item: Any) -> np.ndarray:
 
 class HostStages:
     """A task's stages without its backend, for worker processes (picklable): load + preprocess,
-    split the batch outputs, postprocess. ``task`` is a :func:`~trtkit.tasks.stream_workers.host_copy`."""
+    split the batch outputs, postprocess. ``task`` is a :func:`~trtkit.tasks.stream_workers.host_copy`;
+    ``front`` (picklable, ``front.preprocess(task, rgb)``) replaces the task's preprocess for a model
+    with part of the preprocessing inside (:mod:`trtkit.tasks.graph_preprocess`)."""
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, *, front: Any = None) -> None:
         self.task = task
+        self.front = front
 
     def prepare(self, item: Any) -> tuple[np.ndarray, Any, Any]:
         rgb = load_rgb(item)
-        feeds, meta = self.task.preprocess(rgb)
+        feeds, meta = self.front.preprocess(self.task, rgb) if self.front is not None else self.task.preprocess(rgb)
         return rgb, feeds, meta
 
     def split(self, outputs: Mapping[str, np.ndarray], count: int) -> list[dict[str, np.ndarray]]:
@@ -585,7 +588,10 @@ class _Engine:
     def _start_processes(self, workers: int) -> "_Processes":
         host = self.stages.host_stages()
         if host is None:
-            raise TaskError(self._refusal("this front end prepares or finishes on the GPU (e.g. preprocessing in the graph)"))
+            raise TaskError(self._refusal(
+                "this front end's batches change size (preprocessing in the graph with resize='graph'; "
+                "GraphPreprocessed.open(task, resize='host') streams in processes)"
+            ))
         feeds = probe_feeds(host.prepare)
         if feeds is None:
             raise TaskError(self._refusal("its preprocessed inputs change size with the image, so no fixed batch buffer holds them"))
