@@ -27,6 +27,14 @@ antialiasing) and :func:`trtkit.tasks._image.letterbox` (same rounding of the re
 the padding); cv2 computes in 11-bit fixed point and rounds to uint8, the graph in float32,
 so pixels differ by at most about one grey level.
 
+:func:`bake_normalize` is the half-way front end (``GraphPreprocessed.open(task, resize="host")``):
+the host letterboxes with cv2 as the CPU path does, and the model takes the letterboxed uint8
+pixels ``[B, H, W, 3]``, looks each up in the CPU path's own per-channel float32 tables and lays
+them out NCHW. The tensor is bit-identical to the CPU path's; every image of a batch has the
+model's size, so stream worker processes can fill fixed shared batch buffers (the full front end's
+canvas changes size per batch, so it streams with threads); uint8 is still 4x less to write and
+upload than float32.
+
 A TensorRT engine: bake, then build the baked ONNX, then pass the engine's backend::
 
     baked = bake_letterbox(onnx.load("yolov8n.onnx"), params=letterbox_params(detector))
