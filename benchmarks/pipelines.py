@@ -279,14 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"({many / one:.2f}x; threads scale when cv2/NumPy release the GIL)")
                 alone = model_alone(task, imgs, args.batch, rounds=args.rounds)
                 graph = _graph_stages(task, name, args, runtime) if args.graph_preprocess else None
-                if graph is not None and graph.resize == "host" and procs_wanted(args, name):
-                    n = sum(1 for _ in graph.stream(imgs[: args.batch], batch_size=args.batch, workers=args.workers, pool="processes"))
-                    print(f"{name}: stream+graph (resize in the workers) started its processes and ran {n} images")
                 procs = procs_wanted(args, name)
-                if procs:
+                if procs:  # the task's worker pool starts here (stream+graph with resize=host then shares it)
                     t0 = time.perf_counter()
                     n = sum(1 for _ in task.stream(imgs[: args.batch], batch_size=args.batch, workers=args.workers, pool="processes"))
                     print(f"{name}: {args.workers} worker processes started and ran {n} images in {time.perf_counter() - t0:.2f} s")
+                graph_pool = "processes" if graph is not None and graph.resize == "host" and procs else "threads"
                 for label, items in (("frames", imgs), ("jpeg", files)):
                     contenders: dict[str, Callable[[], int]] = {
                         "seq": lambda items=items: len(task.predict_batch(items, batch_size=args.batch)),
@@ -297,10 +295,12 @@ def main(argv: list[str] | None = None) -> int:
                             1 for _ in task.stream(items, batch_size=args.batch, workers=args.workers, pool="processes")
                         )
                     if graph is not None:
-                        contenders["graph"] = lambda items=items: sum(1 for _ in graph.stream(items, batch_size=args.batch, workers=args.workers))
+                        contenders["graph"] = lambda items=items: sum(
+                            1 for _ in graph.stream(items, batch_size=args.batch, workers=args.workers, pool=graph_pool))
                     runs = interleaved(contenders, args.rounds)
                     got = {k: statistics.median(v) for k, v in runs.items()}
-                    extra = f"  stream+graph {got['graph']:.1f} ({got['graph'] / alone:.3f})" if "graph" in got else ""
+                    extra = (f"  stream+graph ({graph.resize}, {graph_pool}) {got['graph']:.1f} ({got['graph'] / alone:.3f})"
+                             if "graph" in got else "")
                     proc = (f" {got['proc']:>11.1f} {median_ratio(runs['proc'], runs['seq']):>7.2f}x {got['proc'] / alone:>6.3f}"
                             if "proc" in got else f" {'-':>11} {'-':>8} {'-':>6}" if not args.no_processes else "")
                     row = (f"{name:<10} {label:<7} {got['seq']:>13.1f} {got['stream']:>8.1f} "

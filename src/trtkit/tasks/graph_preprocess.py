@@ -202,7 +202,7 @@ class _Surgery:
         del graph.node[:]
         graph.node.extend(self.nodes + old_nodes)
         entry = self.model.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps({**meta, "input": self.image.name})
+        entry.key, entry.value = METADATA_KEY, json.dumps({"kind": meta["kind"], "input": self.image.name, **meta})
         onnx.checker.check_model(self.model)
         return self.model
 
@@ -271,6 +271,14 @@ def bake_normalize(model: Any, *, preprocessing: Preprocess, size: tuple[int, in
     from onnx import TensorProto, helper
 
     cut = _Surgery(model, input_name)
+    h, w = size
+    dims = cut.image.type.tensor_type.shape.dim
+    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+    if any(got is not None and got != want for got, want in zip(fixed, (3, h, w))):
+        raise TaskError(
+            f"bake_normalize: the model's input {cut.image.name!r} is [B, {', '.join(str(d or '?') for d in fixed)}], "
+            f"but size= asks for [B, 3, {h}, {w}]; give size= the model's own H and W"
+        )
     node, const = cut.node, cut.const
     levels = node("Cast", [PIXELS], "float", to=TensorProto.FLOAT)  # [B, H, W, 3]
     if preprocessing.bgr:  # tensor channel c comes from source plane 2 - c
@@ -279,7 +287,6 @@ def bake_normalize(model: Any, *, preprocessing: Preprocess, size: tuple[int, in
     index = node("Cast", [flat], "index", to=TensorProto.INT32)
     values = node("Gather", [const("tables", preprocessing.tables().reshape(-1), np.float32), index], "values", axis=0)
     nchw = node("Transpose", [values], "nchw", perm=[0, 3, 1, 2])  # [B, 3, H, W]
-    h, w = size
     new_inputs = [helper.make_tensor_value_info(PIXELS, TensorProto.UINT8, [cut.batch, int(h), int(w), 3])]
     return cut.finish(nchw, new_inputs, {"kind": "normalize", "size": [int(h), int(w)], "preprocess": preprocessing.describe()})
 
@@ -372,13 +379,15 @@ class GraphPreprocessed:
         pixels = next((s for s in backend.inputs if s.name == PIXELS), None)
         if pixels is not None and ROWS in names:
             self.resize = "graph"
-        elif pixels is not None and names == [PIXELS] and tuple(pixels.shape[1:]) == (*self.params.size, 3):
+        elif (pixels is not None and names == [PIXELS] and pixels.dtype == "uint8"
+              and tuple(pixels.shape[1:]) == (*self.params.size, 3)):
             self.resize = "host"
         else:
             raise TaskError(
-                f"backend inputs {[f'{s.name} {s.display_shape()}' for s in backend.inputs]} are not a baked front end "
-                f"for this task (expected {PIXELS!r} with {ROWS!r} and its tables from bake_letterbox(), or {PIXELS!r} "
-                f"[B, {self.params.size[0]}, {self.params.size[1]}, 3] alone from bake_normalize()); bake the task's model first"
+                f"backend inputs {[f'{s.name} {s.dtype} {s.display_shape()}' for s in backend.inputs]} are not a baked front "
+                f"end for this task (expected {PIXELS!r} with {ROWS!r} and its tables from bake_letterbox(), or {PIXELS!r} "
+                f"uint8 [B, {self.params.size[0]}, {self.params.size[1]}, 3] as the only input, from bake_normalize()); "
+                "bake the task's model first"
             )
         self.dynamic_batch = isinstance(pixels.shape[0], str)
         self._owned: tuple[Any, ...] = ()
