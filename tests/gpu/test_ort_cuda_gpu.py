@@ -189,3 +189,25 @@ def test_stream_in_worker_processes_uploads_shared_page_locked_batches():
         stream_workers.SharedBatchRing.views = staticmethod(real_views)
     assert pinned and all(pinned)
     assert len(streamed) == len(expected) and all(_same_detections(a, b) for a, b in zip(streamed, expected))
+
+
+def test_stream_with_the_normalisation_in_the_model_uploads_uint8_from_worker_processes():
+    """GraphPreprocessed.open(resize='host') on ORT-CUDA: worker processes letterbox into page-locked uint8 batches,
+    the model normalises on the GPU; the detections equal the CPU path's predict_batch."""
+    _cuda_ep_or_skip()
+    from pathlib import Path
+
+    from trtkit.tasks.detection import Detector, DetectorConfig
+    from trtkit.tasks.graph_preprocess import GraphPreprocessed
+    from tests.tasks.test_graph_preprocess import _match
+
+    images = sorted(str(p) for p in (Path(asset_model("yolov8n")).parents[1] / "images").iterdir())
+    cuda_rt = RuntimeConfig(device="cuda")
+    with Detector.from_path(asset_model("yolov8n"), config=DetectorConfig(input_size=(640, 640)), runtime=cuda_rt) as task, \
+            GraphPreprocessed.open(task, runtime=cuda_rt, resize="host") as baked:
+        assert baked.backend.inputs[0].dtype == "uint8"
+        streamed = list(baked.stream(iter(images * 3), batch_size=4, workers=4, pool="processes"))
+        expected = task.predict_batch(images * 3, batch_size=4)
+    assert len(streamed) == len(expected) and sum(len(r) for r in expected) > 0
+    for a, b in zip(expected, streamed, strict=True):
+        _match(a, b)
