@@ -231,11 +231,12 @@ def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any |
 
     The binding releases the GIL while building (all versions), so the main thread keeps handling
     signals. On Ctrl-C: with a progress monitor (9.0+, RTX) the build is cancelled (``step_complete``
-    returns False) and joined; without one (8.5/8.6) nothing can stop it, so it is abandoned: the
+    returns False) and waited for; without one (8.5/8.6) nothing can stop it, so it is abandoned: the
     thread finishes in the background and its result is dropped. Either way KeyboardInterrupt
     propagates and nothing has been written.
     """
     result: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
@@ -246,18 +247,24 @@ def _build_interruptibly(builder: Any, network: Any, config: Any, monitor: Any |
             result["host"] = builder.build_serialized_network(network, config)
         except BaseException as exc:  # handed to the main thread below
             result["error"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=work, name="trtkit-build", daemon=True)
+    # The main thread waits on an Event, never in Thread.join(): on Python 3.11, a Ctrl-C landing inside join()'s
+    # lock wait makes join release the still-running thread's state lock (the bpo-45274 handler), and join can then
+    # raise RuntimeError "release unlocked lock" instead of KeyboardInterrupt; the CLI then finalised the interpreter
+    # while the build thread still called back into Python, and the process aborted (seen once in CI).
     try:
         thread.start()
-        while thread.is_alive():
-            thread.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         _interrupted.append((thread, (builder, network, config, monitor)))
         if monitor is not None:
             monitor.interrupted = True  # step_complete now returns False: TensorRT stops at its next step
             try:
-                thread.join()
+                done.wait()
             except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
                 pass
         raise
