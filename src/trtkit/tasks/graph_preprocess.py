@@ -354,7 +354,9 @@ class GraphStages(BatchStages):
     def prepare(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
         return self.owner.preprocess(image)
 
-    def collate(self, prepared: Sequence[dict[str, np.ndarray]], buffers: dict[str, Any]) -> dict[str, np.ndarray]:
+    def collate(self, prepared: Sequence[dict[str, np.ndarray]], buffers: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        if self.owner.resize == "host":  # fixed-size uint8 images: stacked as any task's feeds are
+            return super().collate(prepared, buffers)
         return self.owner.collate(prepared, lambda name, dtype, shape: self._ring.view(buffers, name, np.dtype(dtype), shape))
 
     def host_stages(self) -> HostStages | None:
@@ -457,11 +459,7 @@ class GraphPreprocessed:
     def collate(self, prepared: Sequence[Mapping[str, np.ndarray]], alloc: Any = None) -> dict[str, np.ndarray]:
         if self.resize == "graph":
             return self.front.collate(prepared, alloc)
-        alloc = alloc or (lambda name, dtype, shape: np.empty(shape, dtype))
-        first = prepared[0][PIXELS]
-        batch = alloc(PIXELS, np.uint8, (len(prepared), *first.shape[1:]))
-        np.concatenate([p[PIXELS] for p in prepared], axis=0, out=batch)
-        return {PIXELS: batch}
+        return {PIXELS: np.concatenate([p[PIXELS] for p in prepared], axis=0)}
 
     def postprocess(self, outputs: Mapping[str, np.ndarray], meta: Letterbox) -> Any:
         return self.task.postprocess(outputs, meta)

@@ -27,9 +27,10 @@ calls: about 1.2 ms of GIL-held time per image for YOLOv8n at 640, a ceiling nea
 images/s per process. Past that, ``pool="processes"`` decodes and preprocesses in worker
 processes (:mod:`trtkit.tasks.stream_workers`): the feeder hands each batch slot (shared
 memory, page-locked for GPU backends) to the workers in chunks, they write their rows and
-send back only each image's ``meta``; after inference the outputs are copied into shared
-output slots and the workers postprocess them (threads do, for outputs whose per-image shape
-changes, e.g. data-dependent NMS results). ``pool="auto"`` picks processes for long inputs on
+send back only each image's ``meta``; the backend writes each batch's outputs into shared
+output slots (page-locked: straight from the GPU, ``submit(into=)``) and the workers
+postprocess them there (threads do, for outputs whose per-image shape changes, e.g.
+data-dependent NMS results). ``pool="auto"`` picks processes for long inputs on
 a GPU backend with at least 4 workers.
 ``benchmarks/pipelines.py`` measures both ("stream" and "stream/proc" columns).
 
