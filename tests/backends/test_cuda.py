@@ -59,3 +59,51 @@ def test_split_batch_and_concat_round_trip():
     np.testing.assert_array_equal(joined["b"], x * 2)
     with pytest.raises(ShapeError, match="first dims differ"):
         _device_io.split_batch({"a": x, "b": x[:3]}, 2)
+
+
+class _Registration:
+    """Stands in for cudaHostRegister (no GPU here): records what the pool locks and unlocks."""
+
+    log: list = []
+
+    def __init__(self, ptr, nbytes, *, device_id):
+        self.ptr, self.nbytes = ptr, nbytes
+        self.log.append(("lock", ptr, nbytes))
+
+    def close(self):
+        self.log.append(("unlock", self.ptr, self.nbytes))
+
+
+def test_pinned_array_pool_reuses_an_array_only_once_nothing_refers_to_it():
+    _Registration.log = []
+    pool = _device_io.PinnedArrayPool(device_id=0, per_name=3, register=_Registration)
+    f32 = np.dtype(np.float32)
+    a = pool.take("out", (4, 1000), f32)
+    assert a.shape == (4, 1000) and a.dtype == f32 and a.flags.writeable and a.flags.c_contiguous
+    assert a.ctypes.data % 4096 == 0  # whole pages are locked: none shared with other memory
+    lock = _Registration.log[0]
+    assert lock[1] == a.ctypes.data and lock[2] == 16384
+    first = a.ctypes.data
+    view = a[1:2].T  # a view keeps the memory from reuse, even once the result itself is dropped
+    del a
+    b = pool.take("out", (4, 1000), f32)
+    assert b.ctypes.data != first
+    del view
+    c = pool.take("out", (2, 1000), f32)  # the first array again: nothing refers to it, and it is big enough
+    assert c.ctypes.data == lock[1]
+    d = pool.take("out", (4, 1000), f32)  # the third and last array of this name
+    assert pool.take("out", (4, 1000), f32) is None  # all three held: the caller stages into a new array
+    assert pool.take("other", (10,), f32) is not None and pool.nbytes == 4 * 4096 * 3 + 4096
+    del b
+    assert pool.take("out", (4, 1000), f32) is not None
+    pool.close()
+    assert sorted(e[0] for e in _Registration.log) == ["lock"] * 4 + ["unlock"] * 4
+    c[...], d[...] = 1.0, 2.0  # arrays a caller still holds stay valid after close (as pageable memory)
+    assert (c == 1).all() and (d == 2).all() and pool.take("out", (4, 1000), f32) is None
+
+
+def test_pinned_array_pool_keeps_to_its_byte_budget():
+    pool = _device_io.PinnedArrayPool(device_id=0, per_name=10, max_bytes=3 * 4096, register=_Registration)
+    held = [pool.take("out", (1024,), np.dtype(np.float32)) for _ in range(3)]
+    assert all(h is not None for h in held) and pool.take("out", (1024,), np.dtype(np.float32)) is None
+    pool.close()

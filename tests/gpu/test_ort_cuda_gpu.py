@@ -10,6 +10,7 @@ from trtkit.backends import cuda
 from trtkit.backends._device_io import concat_outputs, split_batch
 from trtkit.spec import RuntimeConfig
 from tests.conftest import asset_model
+from tests.gpu._outputs import check_output_recycling
 
 pytestmark = pytest.mark.gpu
 
@@ -87,6 +88,18 @@ def test_submit_into_writes_outputs_that_fit_in_place():
             np.testing.assert_array_equal(got, want)
         finally:
             pinned.close()
+
+
+def test_numpy_outputs_come_in_page_locked_arrays_reused_once_released():
+    """The GPU writes numpy outputs straight into page-locked arrays of the backend's pool, which are
+    reused only when no result or view still refers to them (see check_output_recycling)."""
+    _cuda_ep_or_skip()
+    rng = np.random.default_rng(3)
+    batches = [{"images": rng.random((4, 3, 320, 320), dtype=np.float32)} for _ in range(3)]
+    with trtkit.load(asset_model("yolov8n")) as cpu:
+        want = [cpu.infer(b)["output0"] for b in batches]
+    with trtkit.load(asset_model("yolov8n"), config=RuntimeConfig(device="cuda")) as gpu:
+        check_output_recycling(gpu, "output0", batches, want, _close_enough)
 
 
 def test_batch_chunking_path_equals_full_batch_on_cpu():

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import asset_model
+from tests.gpu._outputs import check_output_recycling
 
 pytestmark = pytest.mark.gpu
 trt = pytest.importorskip("tensorrt", reason="full TensorRT is not installed (see tests/README.md: GPU suite on real TensorRT)")
@@ -338,6 +339,19 @@ def test_submit_into_on_an_engine(fp32_engines):
             np.testing.assert_array_equal(got, want_big)
         finally:
             pinned.close()
+
+
+def test_numpy_outputs_come_in_page_locked_arrays_reused_once_released(fp32_engines):
+    """On an engine too: outputs straight into the pool's page-locked arrays, reused only once released."""
+    batches = [_random(None, {"images": (4, 3, 320, 320)}, seed=20 + i) for i in range(3)]
+    with trtkit.load(fp32_engines["yolov8n"], config=CUDA) as e:
+        want = [e.infer(b)["output0"].copy() for b in batches]
+
+    def same(got, ref):
+        np.testing.assert_array_equal(got, ref)
+
+    with trtkit.load(fp32_engines["yolov8n"], config=CUDA) as e:
+        check_output_recycling(e, "output0", batches, want, same)
 
 
 def test_data_dependent_output_through_the_pipeline(tmp_path):

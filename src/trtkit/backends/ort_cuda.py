@@ -110,7 +110,9 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
         self._in_dtypes = {s.name: np.dtype(s.dtype) for s in self._inputs}  # inputs are numpy types (checked at load)
         self._out_dtypes = {s.name: _numpy_dtype(s.dtype, output=s.name) for s in self._outputs}
         # submit/infer_many: one slot uploading, one computing, one finishing, one spare (buffers grow on first use)
-        self._slots = SlotPool([self._new_slot() for _ in range(max(4, config.contexts))])
+        count = max(4, config.contexts)
+        self._out_arrays = self._output_pool(count)
+        self._slots = SlotPool([self._new_slot() for _ in range(count)])
 
     def _providers(self) -> list[Any]:
         preload = getattr(self._ort, "preload_dlls", None)
@@ -121,7 +123,7 @@ class OrtCudaBackend(PipelinedBackend, OnnxRuntimeBackend):
         return [(_CUDA_EP, opts) if (p[0] if isinstance(p, tuple) else p) == _CUDA_EP else p for p in providers]
 
     def _new_slot(self) -> IoSlot:
-        slot = IoSlot(device_id=self.config.device_id)
+        slot = IoSlot(device_id=self.config.device_id, outputs=self._out_arrays)
         slot.extra["ort"] = _Binding(self.session.io_binding(), cuda.Event(timing=False), cuda.Event(timing=False))
         return slot
 

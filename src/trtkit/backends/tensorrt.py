@@ -198,6 +198,7 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
                                      built_with_sharing=bool((side.get("flags") or {}).get("profile_sharing")),
                                      what=f"engine {str(self.path)!r}")
         self._contexts: SlotPool[_ContextState] = SlotPool([self._new_context(i) for i in range(config.contexts)])
+        self._out_arrays = self._output_pool(config.contexts + _EXTRA_SLOTS)
         self._slots = SlotPool([self._new_slot() for _ in range(config.contexts + _EXTRA_SLOTS)])
         self._max_out = self._size_outputs(self._contexts.slots[0])
         self._reserve()
@@ -233,7 +234,7 @@ class TensorRTBackend(PipelinedBackend, BackendBase):
         return state
 
     def _new_slot(self) -> IoSlot:
-        slot = IoSlot(device_id=self.config.device_id)
+        slot = IoSlot(device_id=self.config.device_id, outputs=self._out_arrays)
         slot.extra["ready"] = cuda.Event(timing=False)  # recorded after the uploads; the context's stream waits on it
         return slot
 
