@@ -271,3 +271,35 @@ def test_progress_line_shows_count_and_rate():
     quiet.isatty = lambda: False
     _Progress(100, out=quiet).advance()
     assert quiet.text == ""
+
+
+def test_graph_preprocess_gives_the_plain_runs_detections(cli, assets, tmp_path):
+    """--graph-preprocess host (worker processes, uint8 pixels, normalisation in the model): the very
+    detections of the plain run; graph (the letterbox in the model too): the same boxes within 1 px."""
+    images = [assets / "images" / n for n in ("astronaut.png", "chelsea.png", "coffee.png")]
+    common = ("predict", "--task", "detect", asset_model("yolov8n"), *images, "--json", "--batch", "2", "--workers", "2")
+    plain = cli(*common)
+    host = cli(*common, "--graph-preprocess", "host", "--pool", "processes")
+    graph = cli(*common, "--graph-preprocess", "graph")
+    for r in (plain, host, graph):
+        assert r.code == 0, r
+    assert "--graph-preprocess host: the normalisation and layout run in the model" in host.err
+    want = json.loads(plain.out)
+    assert sum(len(rec["detections"]) for rec in want) > 0
+    assert json.loads(host.out) == want
+    for got, ref in zip(json.loads(graph.out), want, strict=True):
+        assert [d["label"] for d in got["detections"]] == [d["label"] for d in ref["detections"]]
+        for a, b in zip(got["detections"], ref["detections"]):
+            np.testing.assert_allclose(a["box"], b["box"], atol=1.0)
+
+
+def test_graph_preprocess_conflicts_are_clean_errors(cli, assets, tmp_path):
+    image = assets / "images" / "coffee.png"
+    r = cli("predict", "--task", "classify", asset_model("efficientnet_lite0"), image, "--graph-preprocess", "host")
+    assert_clean_error(r, "--graph-preprocess host", "--task detect", "leave it out")
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"not read")
+    r = cli("predict", "--task", "detect", plan, image, "--graph-preprocess", "host")
+    assert_clean_error(r, "is not one", "bake_normalize")
+    r = cli("predict", "--task", "detect", asset_model("yolov8n"), image, "--graph-preprocess", "graph", "--pool", "processes")
+    assert_clean_error(r, "--pool threads", "--graph-preprocess host")
