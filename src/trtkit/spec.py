@@ -455,6 +455,10 @@ class RuntimeConfig:
     cuda_graph: bool = False  # capture a CUDA graph per static shape (TensorRT)
     contexts: int = 1  # execution contexts (and streams) per engine (TensorRT)
     outputs_on_device: bool = False  # return device arrays instead of numpy (GPU backends)
+    # GPU backends: numpy outputs of 1 MB or more come in page-locked arrays the GPU writes directly, reused once
+    # nothing refers to them (docs/runtime.md, "Inputs and outputs"). False: new pageable arrays, filled by a host
+    # copy, e.g. when you start asynchronous copies from outputs (torch non_blocking=True) and drop them before those end.
+    pinned_outputs: bool = True
     # apply trtkit's exact graph fusions that ONNX Runtime misses (trtkit.graph.fusion) when opening an ONNX
     # model; False runs the graph exactly as ONNX Runtime alone would. TensorRT fuses by itself.
     fuse: bool = True

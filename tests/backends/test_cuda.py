@@ -107,3 +107,45 @@ def test_pinned_array_pool_keeps_to_its_byte_budget():
     held = [pool.take("out", (1024,), np.dtype(np.float32)) for _ in range(3)]
     assert all(h is not None for h in held) and pool.take("out", (1024,), np.dtype(np.float32)) is None
     pool.close()
+
+
+def test_pinned_array_pool_makes_room_and_gives_up_when_locking_fails():
+    _Registration.log = []
+    pool = _device_io.PinnedArrayPool(device_id=0, per_name=2, register=_Registration)
+    f32 = np.dtype(np.float32)
+    small = [pool.take("out", (1024,), f32) for _ in range(2)]
+    first = small[0].ctypes.data
+    del small  # both unheld, both too small for the next output: one makes room
+    big = pool.take("out", (4096,), f32)
+    assert big is not None and big.shape == (4096,)
+    assert ("unlock", first, 4096) in _Registration.log and pool.nbytes == 4096 + 4 * 4096
+    pool.close()
+
+    class Failing:
+        def __init__(self, ptr, nbytes, *, device_id):
+            raise CudaError("cudaHostRegister(16384 bytes) failed: cudaErrorMemoryAllocation")
+
+    pool = _device_io.PinnedArrayPool(device_id=0, per_name=2, register=Failing)
+    assert pool.take("out", (4096,), f32) is None  # the call stages into a new array instead of failing
+    assert pool.take("out", (4096,), f32) is None and pool.nbytes == 0
+    pool.close()
+
+
+def test_pinned_array_of_a_dropped_pool_is_unlocked_when_its_last_reference_goes():
+    import gc
+
+    order = []
+
+    class Watching(_Registration):
+        def close(self):
+            order.append(("unlock", self.ptr))
+
+    pool = _device_io.PinnedArrayPool(device_id=0, per_name=2, register=Watching)
+    out = pool.take("out", (1024,), np.dtype(np.float32))
+    ptr = out.ctypes.data
+    del pool
+    gc.collect()
+    assert order == []  # the caller still holds the array: still locked
+    del out
+    gc.collect()
+    assert order == [("unlock", ptr)]

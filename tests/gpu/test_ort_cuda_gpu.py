@@ -100,6 +100,10 @@ def test_numpy_outputs_come_in_page_locked_arrays_reused_once_released():
         want = [cpu.infer(b)["output0"] for b in batches]
     with trtkit.load(asset_model("yolov8n"), config=RuntimeConfig(device="cuda")) as gpu:
         check_output_recycling(gpu, "output0", batches, want, _close_enough)
+    with trtkit.load(asset_model("yolov8n"), config=RuntimeConfig(device="cuda", pinned_outputs=False)) as gpu:
+        got = gpu.infer(batches[0])["output0"]  # the opt-out: a new pageable array, as before the pool
+        _close_enough(got, want[0])
+        assert not cuda.is_pinned(got.ctypes.data)
 
 
 def test_batch_chunking_path_equals_full_batch_on_cpu():

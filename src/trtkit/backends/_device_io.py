@@ -23,11 +23,13 @@ upload while the GPU idles (TensorRT 8.5 on an H200: 0.58 of compute-only at bs3
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import queue
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -36,7 +38,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol
 import numpy as np
 
 from . import cuda
-from ..errors import ClosedError, ShapeError, TrtkitError
+from ..errors import ClosedError, CudaError, ShapeError, TrtkitError
 from .base import Feeds, StageTimes
 
 __all__ = ["IoSlot", "SlotPool", "PinnedArrayPool", "PipelinedBackend", "StageTimer", "is_device_array", "stage_copy", "stack_into",
@@ -47,7 +49,7 @@ _PARALLEL_COPY_BYTES = 8 << 20  # below this one thread copies faster than four 
 # infer_many's compute thread (ORT launching kernels) must not lose its core to the upload stage's copies.
 _COPY_THREADS = max(2, min(8, (os.cpu_count() or 2) // 2))
 _PINNED_CHECK_BYTES = 1 << 20  # below this, staging costs less than asking CUDA whether the array is pinned
-_PAGE = 4096
+_PAGE = mmap.PAGESIZE  # (64 KiB on some aarch64 kernels: a registration must not share a page with other memory)
 _copy_pool: ThreadPoolExecutor | None = None
 _copy_pool_lock = threading.Lock()
 
@@ -117,7 +119,11 @@ class _LockedArray:
         start = -self.owner.ctypes.data % _PAGE  # whole pages: a registration shares no page with other memory
         self.data = self.owner[start : start + size]
         self.nbytes = size
-        self.lock = register(self.data.ctypes.data, size, device_id=device_id)
+        lock = register(self.data.ctypes.data, size, device_id=device_id)
+        # Unregistered when ``owner`` dies (numpy clears weak references before it frees the memory), whoever
+        # held it last, or at ``unlock()``; not at interpreter exit, when CUDA may already be gone.
+        self._unlock = weakref.finalize(self.owner, lock.close)
+        self._unlock.atexit = False
         self._unheld = sys.getrefcount(self.owner)  # ours only: the pool's entry and self.data
 
     def held(self) -> bool:
@@ -128,7 +134,7 @@ class _LockedArray:
         return self.data[: math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
 
     def unlock(self) -> None:
-        self.lock.close()
+        self._unlock()  # (once: a finalizer runs at most once)
 
 
 class PinnedArrayPool:
@@ -177,10 +183,21 @@ class PinnedArrayPool:
             for entry in entries:
                 if entry.nbytes >= nbytes and not entry.held():
                     return entry.array(shape, dtype)
+            if len(entries) >= self._per_name:  # make room: an unheld array too small for this output goes
+                small = next((e for e in entries if not e.held()), None)
+                if small is None:
+                    return None
+                entries.remove(small)
+                self._bytes -= small.nbytes
+                small.unlock()
             size = -(-nbytes // _PAGE) * _PAGE
-            if len(entries) >= self._per_name or self._bytes + size > self._max_bytes:
+            if self._bytes + size > self._max_bytes:
                 return None
-            entry = _LockedArray(nbytes, device_id=self._device_id, register=self._register)
+            try:
+                entry = _LockedArray(nbytes, device_id=self._device_id, register=self._register)
+            except CudaError:  # out of page-locked memory, or a platform without registration:
+                self._closed = True  # outputs are staged into new arrays from now on, as without the pool
+                return None
             entries.append(entry)
             self._bytes += entry.nbytes
             return entry.array(shape, dtype)
@@ -571,7 +588,8 @@ class PipelinedBackend:
     def _output_pool(self, slots: int) -> PinnedArrayPool | None:
         """The page-locked output arrays the backend's ``slots`` IO slots share: enough for ``infer_many``'s
         default depth (2 per slot) plus the result the caller holds and the one being yielded."""
-        if self.config.outputs_on_device:  # type: ignore[attr-defined]  # outputs stay on the GPU
+        config = self.config  # type: ignore[attr-defined]  # the backend's RuntimeConfig
+        if config.outputs_on_device or not config.pinned_outputs:  # outputs stay on the GPU / the caller said no
             return None
         return PinnedArrayPool(device_id=self._gpu(), per_name=2 * slots + 3)
 
@@ -715,10 +733,12 @@ class PipelinedBackend:
             slot.stream.synchronize()
 
     def _close_io(self) -> None:
-        self._quiesce_io()
-        self._slots.close()
-        if self._out_arrays is not None:
-            self._out_arrays.close()
+        try:
+            self._quiesce_io()
+            self._slots.close()
+        finally:
+            if self._out_arrays is not None:
+                self._out_arrays.close()
 
 
 def split_batch(feeds: Mapping[str, Any], max_batch: int) -> list[dict[str, Any]]:

@@ -194,7 +194,7 @@ def _check_graph_preprocess(args: argparse.Namespace) -> None:
     flag = f"--graph-preprocess {args.graph_preprocess}"
     if args.task not in ("detect", "face"):
         raise SpecError(f"{flag} applies to --task detect and --task face (letterbox tasks), not --task {args.task}; leave it out")
-    if args.model is not None and Path(args.model).suffix.lower() != ".onnx":
+    if args.model is not None and not _is_image(args.model) and Path(args.model).suffix.lower() != ".onnx":
         raise SpecError(
             f"{flag} bakes the preprocessing into an ONNX model, and MODEL {args.model!r} is not one; give the .onnx, "
             "or build an engine from a baked model (trtkit.tasks.graph_preprocess.bake_normalize) and leave the flag out"
