@@ -321,7 +321,8 @@ class IoSlot:
 
     def download(self, name: str, src_ptr: int, shape: tuple[int, ...], dtype: np.dtype, *, stream: cuda.Stream | None = None) -> None:
         """Queue the copy of the valid region of an output into page-locked memory: the call's ``into`` array
-        or a pool array (straight), else pinned staging; ``collect()`` returns it. ``stream``: another stream to copy on (the caller makes this slot's stream wait for it)."""
+        or a pool array (straight), else pinned staging; ``collect()`` returns it. ``stream``: another
+        stream to copy on (the caller makes this slot's stream wait for it)."""
         nbytes = math.prod(shape) * dtype.itemsize
         dest = self._destination(name, shape, dtype)
         if dest is None and nbytes >= _PINNED_CHECK_BYTES and self._outputs is not None:
