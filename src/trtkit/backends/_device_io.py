@@ -38,6 +38,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol
 import numpy as np
 
 from . import cuda
+from ._threads import FlaggedThread
 from ..errors import ClosedError, CudaError, ShapeError, TrtkitError
 from .base import Feeds, StageTimes
 
@@ -488,7 +489,7 @@ class _Pipeline:
         self._lock = threading.Lock()
         self._stopped = False
         self._threads = [
-            threading.Thread(target=loop, name=f"trtkit-{label}", daemon=True)
+            FlaggedThread(target=loop, name=f"trtkit-{label}", daemon=True)
             for loop, label in ((self._upload_loop, "upload"), (self._compute_loop, "compute"), (self._finish_loop, "finish"))
         ]
         for thread in self._threads:
@@ -506,8 +507,10 @@ class _Pipeline:
         with self._lock:
             self._stopped = True
             self._jobs.put(None)  # after every job already queued: those still run to the end
-        for thread in self._threads:
-            thread.join()
+        # A Ctrl-C meanwhile is held until all three threads are done, then raised (FlaggedThread).
+        interrupt = next((i for i in [t.wait_exit() for t in self._threads] if i is not None), None)
+        if interrupt is not None:
+            raise interrupt
 
     def _fail(self, job: _Job, slot: IoSlot, exc: BaseException) -> None:
         """End a failed job: copies it queued before failing (e.g. a DMA into the caller's ``into``

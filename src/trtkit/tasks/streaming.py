@@ -53,6 +53,7 @@ from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequen
 
 import numpy as np
 
+from ..backends._threads import FlaggedThread
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
 from .stream_workers import (
@@ -551,7 +552,7 @@ class _Engine:
         self.batches: queue.Queue[Any] = queue.Queue(maxsize=opts.depth)
         self.ordered: queue.Queue[Any] = queue.Queue(maxsize=max(2 * workers, 2 * batch))
         self.threads = [
-            threading.Thread(target=self._guard, args=(fn, out), name=f"trtkit-stream-{label}", daemon=True)
+            FlaggedThread(target=self._guard, args=(fn, out), name=f"trtkit-stream-{label}", daemon=True)
             for fn, out, label in (
                 (self._feed if self.procs is None else self._feed_groups, self.prepared, "feed"),
                 (self._batch_loop if self.procs is None else self._batch_groups, self.batches, "batch"),
@@ -916,9 +917,8 @@ class _Engine:
 
     def close(self) -> None:
         self.stop.set()
-        for t in self.threads:
-            if t.ident is not None:  # started
-                t.join()
+        # A Ctrl-C while the threads stop is held until the cleanup below is done, then raised (FlaggedThread).
+        interrupts = [t.wait_exit() for t in self.threads]
         while True:  # batches started but never finished: the backend must be done with their buffers
             try:
                 item = self.batches.get_nowait()
@@ -937,6 +937,9 @@ class _Engine:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self._release_processes()
         self.stages.close()
+        interrupt = next((i for i in interrupts if i is not None), None)
+        if interrupt is not None:
+            raise interrupt
 
 
 def stream_predictions(task: Any, images: Iterable[Any], *, options: StreamOptions = StreamOptions()) -> Generator[Prediction, None, None]:
