@@ -38,7 +38,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Protocol
 import numpy as np
 
 from . import cuda
-from ._threads import FlaggedThread
+from ._threads import FlaggedThread, wait_exits
 from ..errors import ClosedError, CudaError, ShapeError, TrtkitError
 from .base import Feeds, StageTimes
 
@@ -326,15 +326,15 @@ class IoSlot:
         stream to copy on (the caller makes this slot's stream wait for it)."""
         nbytes = math.prod(shape) * dtype.itemsize
         dest = self._destination(name, shape, dtype)
-        if dest is None and nbytes >= _PINNED_CHECK_BYTES and self._outputs is not None:
-            dest = self._outputs.take(name, shape, dtype)  # page-locked by construction
-            locked = dest is not None
-        else:  # (an array may run past a locked range: both ends are checked)
-            locked = (dest is not None and nbytes >= _PINNED_CHECK_BYTES and cuda.is_pinned(dest.ctypes.data)
-                      and cuda.is_pinned(dest.ctypes.data + nbytes - 1))
-        if locked and dest is not None:
-            cuda.copy_dtoh_async(dest.ctypes.data, src_ptr, nbytes, stream or self.stream)  # page-locked: no staging
-            self._direct[name] = dest
+        direct = None  # a page-locked array the GPU writes straight into
+        if nbytes >= _PINNED_CHECK_BYTES:
+            if dest is None:
+                direct = self._outputs.take(name, shape, dtype) if self._outputs is not None else None
+            elif cuda.is_pinned(dest.ctypes.data) and cuda.is_pinned(dest.ctypes.data + nbytes - 1):
+                direct = dest  # (an array may run past a locked range: both ends are checked)
+        if direct is not None:
+            cuda.copy_dtoh_async(direct.ctypes.data, src_ptr, nbytes, stream or self.stream)
+            self._direct[name] = direct
         elif nbytes:
             cuda.copy_dtoh_async(self.host.get("out/" + name, nbytes).ptr, src_ptr, nbytes, stream or self.stream)
         self._pending.append((name, shape, dtype))
@@ -507,8 +507,7 @@ class _Pipeline:
         with self._lock:
             self._stopped = True
             self._jobs.put(None)  # after every job already queued: those still run to the end
-        # A Ctrl-C meanwhile is held until all three threads are done, then raised (FlaggedThread).
-        interrupt = next((i for i in [t.wait_exit() for t in self._threads] if i is not None), None)
+        interrupt = wait_exits(self._threads)  # a Ctrl-C meanwhile is held until all three threads are done
         if interrupt is not None:
             raise interrupt
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["FlaggedThread"]
+__all__ = ["FlaggedThread", "wait_exits"]
 
 
 class FlaggedThread(threading.Thread):
@@ -43,3 +43,10 @@ class FlaggedThread(threading.Thread):
                 caught = exc
         self.join()  # the body has returned: the thread ends at once
         return caught
+
+
+def wait_exits(threads: "list[FlaggedThread]") -> KeyboardInterrupt | None:
+    """:meth:`FlaggedThread.wait_exit` for each of ``threads`` (all of them, whatever comes); the first
+    KeyboardInterrupt that came meanwhile, or None."""
+    caught = [t.wait_exit() for t in threads]
+    return next((c for c in caught if c is not None), None)

@@ -53,7 +53,7 @@ from typing import Any, Callable, ClassVar, Generator, Iterable, Mapping, Sequen
 
 import numpy as np
 
-from ..backends._threads import FlaggedThread
+from ..backends._threads import FlaggedThread, wait_exits
 from ..errors import BackendUnavailable, TaskError, TrtkitError
 from ._image import as_rgb
 from .stream_workers import (
@@ -874,8 +874,7 @@ class _Engine:
                 procs.outputs = False  # batch not on axis 0, or objects/strings: threads postprocess
         if not isinstance(procs.outputs, SharedBatchRing):
             return False
-        ring, slot, views = out if out is not None else (procs.outputs, self._get(procs.outputs.free), None)
-        views = views if views is not None else ring.views(slot, count)
+        ring, slot, views = out if out is not None else cast(_OutSlot, self._output_slot(procs, count))
         if set(views) != set(outputs) or any(outputs[n].shape != v.shape or outputs[n].dtype != v.dtype for n, v in views.items()):
             if out is None:
                 ring.give(slot)
@@ -917,8 +916,7 @@ class _Engine:
 
     def close(self) -> None:
         self.stop.set()
-        # A Ctrl-C while the threads stop is held until the cleanup below is done, then raised (FlaggedThread).
-        interrupts = [t.wait_exit() for t in self.threads]
+        interrupt = wait_exits(self.threads)  # a Ctrl-C meanwhile is held until the cleanup below is done
         while True:  # batches started but never finished: the backend must be done with their buffers
             try:
                 item = self.batches.get_nowait()
@@ -937,7 +935,6 @@ class _Engine:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self._release_processes()
         self.stages.close()
-        interrupt = next((i for i in interrupts if i is not None), None)
         if interrupt is not None:
             raise interrupt
 
